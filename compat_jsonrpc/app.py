@@ -1,0 +1,106 @@
+"""The legacy door: Ganeti's JSON-over-HTTPS node protocol as a Starlette app.
+
+`POST /<procedure>` (or `PUT`, which Ganeti 2.0-2.6 masters send) with a JSON
+list of positional arguments; the answer is `[true, <result>]` or
+`[false, "<message>"]` with HTTP 200, as reference/noded-protocol.md
+describes. Unlike Ganeti 3.0.2, which drops the connection on protocol
+errors, this door answers them: 404 for an unknown procedure, 405 for another
+method, 400 for a body that is not JSON, 413 above the body limit, and 403 for
+a client certificate the node does not accept. Error bodies are plain text,
+which Ganeti's Python client shows as the failure message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from compat_jsonrpc import codec
+from noded.api import Rpc, rpcs_by_procedure
+from noded.errors import RpcFail
+from noded.servicer import BACKEND_ERROR_PREFIX, BackendError, NodeServicer
+
+#: Scope key set by the HTTP protocol when the client certificate is refused.
+TLS_REJECT_SCOPE_KEY = "ganeti.tls_reject"
+DEFAULT_BODY_LIMIT = 128 * 1024 * 1024
+
+log = logging.getLogger("noded.legacy")
+
+
+def _text(status: int, message: str, close: bool = False) -> Response:
+    headers = {"Connection": "close"} if close else None
+    return Response(message + "\n", status_code=status, media_type="text/plain; charset=utf-8",
+                    headers=headers)
+
+
+def _json(payload: Any) -> Response:
+    # Ganeti's serializer: simplejson defaults (", " and ": " separators, ASCII
+    # escapes) and a trailing newline; no Content-Type header.
+    return Response(json.dumps(payload) + "\n")
+
+
+async def _read_body(request: Request, limit: int) -> bytes | Response:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            return _text(400, f"Bad Request: invalid Content-Length {length!r}", close=True)
+        if declared > limit:
+            return _text(413, f"Request Entity Too Large: the body ({declared} bytes) exceeds the "
+                              f"limit of {limit} bytes", close=True)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return _text(413, f"Request Entity Too Large: the body exceeds the limit of {limit} bytes",
+                         close=True)
+    return bytes(body)
+
+
+def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> Starlette:
+    """The ASGI app of the legacy door, calling `servicer` in-process."""
+    table: dict[str, Rpc] = rpcs_by_procedure()
+
+    async def call(request: Request) -> Response:
+        reject = request.scope.get(TLS_REJECT_SCOPE_KEY)
+        if reject is not None:
+            return _text(403, f"Forbidden: {reject}", close=True)
+        name = request.path_params["procedure"]
+        rpc = table.get(name)
+        if rpc is None or request.url.query:
+            return _text(404, f"Not Found: this node daemon has no procedure {request.url.path!r}")
+        try:
+            body = await _read_body(request, body_limit)
+        except ClientDisconnect:
+            log.info("client disconnected while sending the body of %s", name)
+            return _text(400, "client disconnected", close=True)
+        if isinstance(body, Response):
+            return body
+        try:
+            args = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as err:
+            return _text(400, f"Bad Request: the body of {name} is not valid JSON: {err}")
+        try:
+            req = codec.request_from_args(rpc.request_cls, args, name)
+            resp = await servicer.invoke(rpc, req)
+            payload: list[Any] = [True, codec.result_from_response(resp)]
+        except RpcFail as err:
+            payload = [False, err.message]
+        except BackendError as err:
+            payload = [False, str(err)]
+        except Exception as err:  # noqa: BLE001 - never drop a call without an answer
+            log.exception("internal error while serving %s", name)
+            payload = [False, BACKEND_ERROR_PREFIX + str(err)]
+        return _json(payload)
+
+    endpoint: Callable[[Request], Awaitable[Response]] = call
+    routes = [Route("/{procedure}", endpoint, methods=["POST", "PUT"])]
+    return Starlette(routes=routes)

@@ -1,0 +1,1 @@
+"""Master daemon (a later issue)."""

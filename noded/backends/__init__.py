@@ -1,0 +1,1 @@
+"""Backends: plain functions implementing the legacy procedures, no transport in them."""
