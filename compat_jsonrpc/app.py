@@ -70,6 +70,14 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
     table: dict[str, Rpc] = rpcs_by_procedure()
 
     async def call(request: Request) -> Response:
+        response = await dispatch(request)
+        client = request.client
+        log.info("%s:%s %s %s HTTP/%s %d", client.host if client else "-", client.port if client else "-",
+                 request.method, request.url.path, request.scope.get("http_version", "1.1"),
+                 response.status_code)
+        return response
+
+    async def dispatch(request: Request) -> Response:
         reject = request.scope.get(TLS_REJECT_SCOPE_KEY)
         if reject is not None:
             return _text(403, f"Forbidden: {reject}", close=True)
@@ -96,7 +104,7 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
             payload = [False, err.message]
         except BackendError as err:
             payload = [False, str(err)]
-        except Exception as err:  # noqa: BLE001 - never drop a call without an answer
+        except Exception as err:
             log.exception("internal error while serving %s", name)
             payload = [False, BACKEND_ERROR_PREFIX + str(err)]
         return _json(payload)

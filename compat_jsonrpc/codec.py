@@ -261,7 +261,7 @@ class MessagePlan:
             if len(value) != len(self.fields):
                 raise CodecError(
                     f"{where}: expected {len(self.fields)} items, got {len(value)}")
-            for plan, item in zip(self.fields, value):
+            for plan, item in zip(self.fields, value, strict=False):
                 plan.set_in(msg, item, f"{where}[{plan.key}]")
         elif shape == OBJECT:
             if not isinstance(value, dict):
@@ -485,11 +485,15 @@ def request_from_args(cls: type[Message], args: Any, procedure: str) -> Message:
             raise CodecError(
                 f"{procedure} takes a JSON list of {len(plan.fields)} positional arguments, "
                 f"got {_kind(args)}")
-        if len(args) != len(plan.fields):
+        if len(args) != len(plan.fields) and not (
+                len(args) < len(plan.fields)
+                and all(p.presence for p in plan.fields[len(args):])):
+            # Trailing arguments that may be null may also be left out (the
+            # Haskell master sends instance_info without hvparams).
             names = ", ".join(p.key for p in plan.fields) or "none"
             raise CodecError(
                 f"{procedure} takes {len(plan.fields)} argument(s) ({names}), got {len(args)}")
-        for i, (fplan, item) in enumerate(zip(plan.fields, args)):
+        for i, (fplan, item) in enumerate(zip(plan.fields, args, strict=False)):
             fplan.set_in(msg, item, f"argument {i + 1} ({fplan.key}) of {procedure}")
         return msg
     plan.fill(msg, args, f"body of {procedure}")

@@ -301,7 +301,7 @@ def bind_socket(address: str, port: int) -> socket.socket:
 
 # -- the running daemon ---------------------------------------------------------------
 
-async def serve(settings: Settings, ready: Any, logs: LogFiles) -> None:
+async def serve(settings: Settings, ready: Any, logs: LogFiles, early_signal: list[int]) -> None:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
@@ -313,6 +313,13 @@ async def serve(settings: Settings, ready: Any, logs: LogFiles) -> None:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda s=sig: (log.info("Received signal %d asking for shutdown", s),
+                                                    stop.set()))
+    loop.add_signal_handler(signal.SIGHUP, logs.reopen)
+    if early_signal:
+        log.info("Received signal %d asking for shutdown", early_signal[0])
+        stop.set()
     ctx = NodeContext(
         paths=settings.paths, port=settings.port, grpc_port=settings.grpc_port,
         bind_address=settings.address, ssl=settings.ssl, allow_powercycle=settings.allow_powercycle,
@@ -370,10 +377,6 @@ async def serve(settings: Settings, ready: Any, logs: LogFiles) -> None:
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
 
     await legacy.start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: (log.info("Received signal %d asking for shutdown", s),
-                                                    stop.set()))
-    loop.add_signal_handler(signal.SIGHUP, logs.reopen)
     log.info("ganeti-noded listening on %s:%d (legacy%s) and gRPC port %s", settings.address,
              settings.port, "" if settings.ssl else ", no TLS", settings.grpc_port or "disabled")
     ready(None)
@@ -401,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"ganeti-noded: {err}\n")
         return 1
     with detached(settings.foreground) as ready:
+        # A stop asked for while starting is honoured once the doors are up.
+        early_signal: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda s, _f: early_signal.append(s))
         pidfile = PidFile(settings.paths.noded_pid_file)
         try:
             settings.paths.ensure_dirs()
@@ -412,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             if settings.mlock:
                 lock_memory()
             _init_node_state(settings.paths)
-            asyncio.run(serve(settings, ready, logs))
+            asyncio.run(serve(settings, ready, logs, early_signal))
         except (StartupError, FileNotFoundError, OSError) as err:
             log.error("cannot start: %s", err)
             ready(str(err))
