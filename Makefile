@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := ganeti ganeti-os-noop iproute2 curl nodejs npm
+APT_PACKAGES := ganeti ganeti-os-noop iproute2 curl
 
 .PHONY: check demo setup apt venv proto proto-check docs docs-check lint typecheck test bench clean
 
@@ -22,6 +22,7 @@ apt:
 	  echo "apt: installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 
 venv: $(VENV)/.installed
 
@@ -44,9 +45,11 @@ proto-check: venv
 
 docs: venv
 	$(PY) tools/gen_docs.py
+	$(PY) tools/gen_status_table.py
 
 docs-check: venv
 	$(PY) tools/check_fresh.py docs/api -- $(PY) tools/gen_docs.py
+	$(PY) tools/gen_status_table.py --check
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -176,6 +176,7 @@ def _scalar_in(field: FieldDescriptor) -> Callable[[Any, str], Any]:
         return conv_bytes
     if t == FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
+        assert enum is not None
 
         def conv_enum(value: Any, where: str) -> Any:
             if isinstance(value, str) and value in enum.values_by_name:
@@ -268,14 +269,14 @@ class MessagePlan:
                 raise _fail(where, "an object", value)
             rest: dict[str, Any] | None = None
             for key, item in value.items():
-                plan = self.by_key.get(key)
-                if plan is not None:
-                    plan.set_in(msg, item, f"{where}.{key}")
+                found = self.by_key.get(key)
+                if found is not None:
+                    found.set_in(msg, item, f"{where}.{key}")
                 elif self.rest is not None:
                     if rest is None:
                         rest = {}
                     rest[key] = item
-            if rest:
+            if rest and self.rest is not None:
                 native_to_struct(getattr(msg, self.rest.name), rest, f"{where}")
         elif shape == UNWRAP:
             self.fields[0].set_in(msg, value, where)
@@ -306,7 +307,7 @@ class MessagePlan:
 _PLANS: dict[tuple[str, str], MessagePlan] = {}
 
 
-def plan_for(desc: Descriptor, role: str = "nested") -> MessagePlan:
+def plan_for(desc: Any, role: str = "nested") -> MessagePlan:
     key = (desc.full_name, role)
     plan = _PLANS.get(key)
     if plan is None:
@@ -352,8 +353,10 @@ def _make_field_plan(f: FieldDescriptor) -> _FieldPlan:
     presence = False
 
     if _is_map(f):
-        key_f = f.message_type.fields_by_name["key"]
-        val_f = f.message_type.fields_by_name["value"]
+        entry = f.message_type
+        assert entry is not None
+        key_f = entry.fields_by_name["key"]
+        val_f = entry.fields_by_name["value"]
         key_in = _scalar_in(key_f)
         if val_f.message_type is not None:
             sub_in = _message_in(val_f.message_type)
