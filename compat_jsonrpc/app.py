@@ -17,10 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, Router
 
 from compat_jsonrpc import codec
 from noded.api import Rpc, rpcs_by_procedure
@@ -65,7 +64,7 @@ async def _read_body(request: Request, limit: int) -> bytes | Response:
     return bytes(body)
 
 
-def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> Starlette:
+def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> Router:
     """The ASGI app of the legacy door, calling `servicer` in-process."""
     table: dict[str, Rpc] = rpcs_by_procedure()
 
@@ -111,4 +110,6 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
 
     endpoint: Callable[[Request], Awaitable[Response]] = call
     routes = [Route("/{procedure}", endpoint, methods=["POST", "PUT"])]
-    return Starlette(routes=routes)
+    # A bare Starlette Router: every failure is answered by `call` itself, so
+    # Starlette's error-handling middleware would only cost time per call.
+    return Router(routes=routes)

@@ -111,6 +111,7 @@ class LegacyServer:
         config = uvicorn.Config(
             app, http=protocol, lifespan="off", access_log=False, log_config=None,
             server_header=False, date_header=True, backlog=1024, timeout_keep_alive=30,
+            proxy_headers=False,
             headers=[("Server", "Ganeti 3.0.2 (ganeti-noded, Python reimplementation)")],
         )
         config.load()

@@ -1,1 +1,4 @@
-"""Ganeti-compatible node daemon: one servicer, served over gRPC and over Ganeti's legacy JSON-over-HTTPS protocol."""
+"""Ganeti-compatible node daemon.
+
+One servicer, served over gRPC and over Ganeti's legacy JSON-over-HTTPS protocol.
+"""

@@ -72,7 +72,7 @@ def make_self_signed(cn: str = CLUSTER_CERT_CN, serial: int = 1,
     """A new RSA key and a self-signed certificate for `cn`: (key_pem, cert_pem)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -93,7 +93,7 @@ def make_signed(signer_pem: bytes, cn: str, serial: int | None = None,
     assert isinstance(signer_key, rsa.RSAPrivateKey)
     signer = load_first_cert(signer_pem)
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
@@ -121,3 +121,25 @@ def write_client_pem(path: str, server_pem_path: str, cn: str) -> str:
     key, cert = make_signed(signer, cn)
     _write_private(path, key + cert)
     return fingerprint_pem(cert)
+
+
+def make_x509_cert(cn: str, validity_seconds: int, serial: int) -> tuple[bytes, bytes]:
+    """A new RSA key and a self-signed certificate valid from now for `validity_seconds`.
+
+    Ganeti's GenerateSelfSignedX509Cert, used for the per-transfer
+    certificates of instance import/export (x509_cert_create): no CA
+    extension, no backdating. Returns (key_pem, cert_pem).
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(seconds=validity_seconds))
+        .sign(key, hashes.SHA256())
+    )
+    return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)

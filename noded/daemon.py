@@ -289,6 +289,8 @@ def bind_socket(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this: small TLS records must not wait for ACKs.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((address, port))
     except OSError as err:
@@ -443,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_event_loop(main_coro: Any) -> None:
-    """Run the daemon's coroutine on uvloop when it is installed (faster TLS and HTTP), else asyncio's loop."""
+    """Run the coroutine on uvloop when it is installed (faster TLS and HTTP), else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:

@@ -66,7 +66,10 @@ class Paths:
             rest = path[len(VIRTUAL_PATH_PREFIX):]
             if not rest.startswith("/"):
                 raise RpcFail(f"Path '{path}' is not a valid virtual path")
-            return os.path.normpath(self.under_root(rest))
+            local = os.path.normpath(self.under_root(rest))
+            if self.root and not (local == self.root or local.startswith(self.root + "/")):
+                raise RpcFail(f"Path '{path}' is outside the node root directory {self.root}")
+            return local
         if not os.path.isabs(path):
             raise RpcFail(f"Path '{path}' is not absolute")
         norm = os.path.normpath(path)
@@ -195,5 +198,6 @@ class Paths:
             (self.conf_dir, 0o755), (self.lock_dir, 0o755), (self.queue_dir, 0o700),
             (self.queue_archive_dir, 0o700), (self.crypto_dir, 0o700),
             (self.socket_dir, 0o750), (self.hooks_dir, 0o755),
+            (os.path.join(self.data_dir, "rapi"), 0o750),
         ]:
             Path(d).mkdir(mode=mode, parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ class NodeServicer:
                     result = await result
         except RpcFail:
             raise
-        except Exception as err:  # noqa: BLE001 - every failure is answered, as Ganeti does
+        except Exception as err:
             log.exception("procedure %s failed", rpc.procedure)
             raise BackendError(BACKEND_ERROR_PREFIX + str(err)) from err
         try:

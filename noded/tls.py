@@ -167,8 +167,11 @@ class ServerCredentials:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(OPENSSL_CIPHERS)
-        ctx.options |= ssl.OP_NO_TICKET
-        ctx.num_tickets = 0  # masters never resume sessions; don't spend time on tickets
+        # TLS 1.3 session tickets stay on although masters never resume: the
+        # ticket the server sends right after the handshake also acknowledges
+        # the client's last flight. Without it, a client with Nagle's algorithm
+        # (Python's ssl, curl) holds its request back for the delayed ACK: 40 ms a call.
+        ctx.num_tickets = 1
         ctx.set_alpn_protocols(["http/1.1"])
         self._load(ctx)
         self._contexts.append(ctx)

@@ -31,7 +31,10 @@ def _protoc(args: list[str]) -> None:
     import grpc_tools
     include = Path(grpc_tools.__file__).parent / "_proto"
     cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO}", f"-I{include}", *args]
-    subprocess.run(cmd, check=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout + res.stderr)
+        raise SystemExit(f"protoc failed with exit status {res.returncode}")
 
 
 def main() -> int:
