@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import ctypes
 import ctypes.util
 import errno
@@ -27,7 +28,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest legacy request body in bytes (default %(default)s)")
     p.add_argument("--allow-powercycle", action="store_true",
                    help="let node_powercycle reboot this machine (refused otherwise)")
+    p.add_argument("--legacy-workers", type=int, default=None,
+                   help="processes serving the legacy door (default: one per CPU, at most 4)")
+    # Internal: how the main process starts its legacy door workers.
+    p.add_argument("--legacy-worker-fd", dest="worker_fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", dest="ready_fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-max-clients", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -119,6 +126,10 @@ class Settings:
     max_clients: int
     body_limit: int
     allow_powercycle: bool
+    legacy_workers: int = 1
+    worker_fd: int | None = None
+    ready_fd: int | None = None
+    worker_max_clients: int | None = None
 
 
 def settings_from_args(argv: list[str] | None) -> Settings:
@@ -141,12 +152,20 @@ def settings_from_args(argv: list[str] | None) -> Settings:
     address = args.bind_address or (interface_address(args.interface) if args.interface else "0.0.0.0")
     if args.max_clients < 1:
         raise StartupError("--max-clients must be at least 1")
+    workers = args.legacy_workers
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4)
+    if workers < 1:
+        raise StartupError("--legacy-workers must be at least 1")
+    workers = min(workers, args.max_clients)
     return Settings(
         paths=paths, foreground=args.foreground, debug=args.debug, port=port,
         grpc_port=args.grpc_port, address=address, mlock=args.mlock, syslog=args.syslog,
         ssl=args.ssl, ssl_key=args.ssl_key or paths.server_cert,
         ssl_cert=args.ssl_cert or paths.server_cert, max_clients=args.max_clients,
-        body_limit=args.body_limit, allow_powercycle=args.allow_powercycle)
+        body_limit=args.body_limit, allow_powercycle=args.allow_powercycle,
+        legacy_workers=workers, worker_fd=args.worker_fd, ready_fd=args.ready_fd,
+        worker_max_clients=args.worker_max_clients)
 
 
 # -- process plumbing --------------------------------------------------------------
@@ -303,71 +322,60 @@ def bind_socket(address: str, port: int) -> socket.socket:
 
 # -- the running daemon ---------------------------------------------------------------
 
-async def serve(settings: Settings, ready: Any, logs: LogFiles, early_signal: list[int]) -> None:
-    import grpc
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection
+class NodeProcess:
+    """What one daemon process serves with: the servicer, the TLS rule, the legacy app."""
 
-    from compat_jsonrpc.app import create_app
-    from compat_jsonrpc.server import ConnectionLimiter, LegacyServer, protocol_class
-    from noded.servicer import NodeServicer, add_to_grpc_server
-    from noded.tls import ClientCertPolicy, ServerCredentials
+    def __init__(self, settings: Settings, request_shutdown: Callable[[], None]) -> None:
+        from noded.servicer import NodeServicer
+        from noded.tls import ClientCertPolicy, ServerCredentials
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    def on_stop_signal(signum: int) -> None:
-        log.info("Received signal %d asking for shutdown", signum)
-        stop.set()
+        self.settings = settings
+        ctx = NodeContext(
+            paths=settings.paths, port=settings.port, grpc_port=settings.grpc_port,
+            bind_address=settings.address, ssl=settings.ssl,
+            allow_powercycle=settings.allow_powercycle, debug=settings.debug,
+            request_shutdown=request_shutdown)
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="noded-call")
+        self.node = NodeServicer(ctx, load_procedures(), self.executor)
+        self.policy: ClientCertPolicy | None = None
+        self.creds: ServerCredentials | None = None
+        if settings.ssl:
+            self.creds = ServerCredentials(settings.paths, settings.ssl_key, settings.ssl_cert)
+            self.creds.check_readable()
+            self.policy = ClientCertPolicy(settings.paths)
 
-    def request_shutdown() -> None:
-        loop.call_soon_threadsafe(stop.set)
+    def legacy_server(self, sock: socket.socket, max_clients: int) -> Any:
+        from compat_jsonrpc.app import create_app
+        from compat_jsonrpc.server import ConnectionLimiter, LegacyServer, protocol_class
+        ssl_ctx = self.creds.ssl_context() if self.creds is not None else None
+        return LegacyServer(create_app(self.node, self.settings.body_limit), sock, ssl_ctx,
+                            protocol_class(self.policy, self.creds, ConnectionLimiter(max_clients)))
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_stop_signal, sig)
-    loop.add_signal_handler(signal.SIGHUP, logs.reopen)
-    if early_signal:
-        log.info("Received signal %d asking for shutdown", early_signal[0])
-        stop.set()
-    ctx = NodeContext(
-        paths=settings.paths, port=settings.port, grpc_port=settings.grpc_port,
-        bind_address=settings.address, ssl=settings.ssl, allow_powercycle=settings.allow_powercycle,
-        debug=settings.debug, request_shutdown=request_shutdown)
-    executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="noded-call")
-    node = NodeServicer(ctx, load_procedures(), executor)
+    async def start_grpc(self) -> Any:
+        """Start the gRPC door (with health and reflection); returns the server."""
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
 
-    policy: ClientCertPolicy | None = None
-    creds: ServerCredentials | None = None
-    ssl_ctx = None
-    if settings.ssl:
-        creds = ServerCredentials(settings.paths, settings.ssl_key, settings.ssl_cert)
-        creds.check_readable()
-        ssl_ctx = creds.ssl_context()
-        policy = ClientCertPolicy(settings.paths)
-
-    sock = bind_socket(settings.address, settings.port)
-    limiter = ConnectionLimiter(settings.max_clients)
-    legacy = LegacyServer(create_app(node, settings.body_limit), sock, ssl_ctx,
-                          protocol_class(policy, creds, limiter))
-
-    grpc_server = None
-    if settings.grpc_port:
-        grpc_server = grpc.aio.server(
-            maximum_concurrent_rpcs=settings.max_clients,
-            options=[("grpc.so_reuseport", 0),
-                     ("grpc.max_receive_message_length", settings.body_limit)])
-        names = add_to_grpc_server(node, grpc_server, policy)
+        from noded.servicer import add_to_grpc_server
+        settings = self.settings
+        server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", settings.body_limit)])
+        names = add_to_grpc_server(self.node, server, self.policy,
+                                   asyncio.Semaphore(settings.max_clients))
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], grpc_server)
-        target = f"[{settings.address}]:{settings.grpc_port}" if ":" in settings.address \
-            else f"{settings.address}:{settings.grpc_port}"
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        host = f"[{settings.address}]" if ":" in settings.address else settings.address
+        target = f"{host}:{settings.grpc_port}"
+        creds = self.creds
         if creds is not None:
             key, cert, ca = creds.grpc_config()
-            state = {"key": creds._files_key()}
+            state = {"key": creds.files_key()}
 
             def fetch() -> Any:
-                current = creds._files_key()
+                current = creds.files_key()
                 if current == state["key"]:
                     return None
                 state["key"] = current
@@ -376,41 +384,193 @@ async def serve(settings: Settings, ready: Any, logs: LogFiles, early_signal: li
             server_creds = grpc.dynamic_ssl_server_credentials(
                 grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca),
                 fetch, require_client_authentication=True)
-            bound = grpc_server.add_secure_port(target, server_creds)
+            bound = server.add_secure_port(target, server_creds)
         else:
-            bound = grpc_server.add_insecure_port(target)
+            bound = server.add_insecure_port(target)
         if not bound:
             raise StartupError(f"cannot bind the gRPC door to {target}")
-        await grpc_server.start()
+        await server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        return server
 
-    await legacy.start()
-    log.info("ganeti-noded listening on %s:%d (legacy%s) and gRPC port %s", settings.address,
-             settings.port, "" if settings.ssl else ", no TLS", settings.grpc_port or "disabled")
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, logs: LogFiles,
+                     early_signal: list[int]) -> None:
+    def on_stop_signal(signum: int) -> None:
+        log.info("Received signal %d asking for shutdown", signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, logs.reopen)
+    if early_signal:
+        on_stop_signal(early_signal[0])
+
+
+class LegacyWorkers:
+    """Processes serving the legacy door on the daemon's listening socket.
+
+    A TLS handshake per call makes the legacy door CPU-bound; several
+    processes accepting on one socket use every core, as Ganeti's
+    fork-per-connection daemon does. Each worker runs the same servicer code
+    in-process (`python -m noded.daemon --legacy-worker-fd N`, exec'ed, so no
+    state is shared by fork). A worker that dies unexpectedly is restarted.
+    """
+
+    def __init__(self, settings: Settings, argv: list[str], sock: socket.socket) -> None:
+        self.settings = settings
+        self.argv = argv
+        self.sock = sock
+        self.procs: list[Any] = []
+        self.stopping = False
+
+    def _spawn(self, index: int) -> Any:
+        import subprocess
+        rfd, wfd = os.pipe()
+        limit = max(1, self.settings.max_clients // self.settings.legacy_workers)
+        cmd = [sys.executable, "-m", "noded.daemon", *self.argv, "--legacy-worker-fd",
+               str(self.sock.fileno()), "--ready-fd", str(wfd), "--worker-max-clients", str(limit)]
+        proc = subprocess.Popen(cmd, pass_fds=(self.sock.fileno(), wfd), stdin=subprocess.DEVNULL)
+        os.close(wfd)
+        with os.fdopen(rfd, "rb") as r:
+            msg = r.read().decode(errors="replace")
+        if msg != "ok":
+            proc.wait()
+            raise StartupError(f"legacy door worker {index} did not start: {msg or 'it exited'}")
+        return proc
+
+    def start(self) -> None:
+        for i in range(self.settings.legacy_workers):
+            self.procs.append(self._spawn(i))
+
+    async def supervise(self) -> None:
+        """Restart workers that die while the daemon runs."""
+        while not self.stopping:
+            await asyncio.sleep(0.5)
+            for i, proc in enumerate(self.procs):
+                if not self.stopping and proc.poll() is not None:
+                    log.error("legacy door worker %d (pid %d) exited with status %s; restarting it",
+                              i, proc.pid, proc.returncode)
+                    try:
+                        self.procs[i] = await asyncio.to_thread(self._spawn, i)
+                    except StartupError as err:
+                        log.error("%s", err)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker and wait: each lets its calls in flight finish."""
+        self.stopping = True
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(lambda: [p.wait() for p in self.procs])
+
+    def forward(self, sig: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+
+
+async def serve(settings: Settings, ready: Callable[[str | None], None], logs: LogFiles,
+                early_signal: list[int], argv: list[str]) -> None:
+    """The main process: the gRPC door, and the legacy door (itself or through workers)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    _stop_on_signals(loop, stop, logs, early_signal)
+    def request_shutdown() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    proc = NodeProcess(settings, request_shutdown)
+    sock = bind_socket(settings.address, settings.port)
+
+    workers: LegacyWorkers | None = None
+    legacy = None
+    if settings.legacy_workers > 1:
+        workers = LegacyWorkers(settings, argv, sock)
+        await asyncio.to_thread(workers.start)
+        def reopen_all() -> None:
+            logs.reopen()
+            if workers is not None:
+                workers.forward(signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, reopen_all)
+    else:
+        legacy = proc.legacy_server(sock, settings.max_clients)
+        await legacy.start()
+    grpc_server = await proc.start_grpc() if settings.grpc_port else None
+    log.info("ganeti-noded listening on %s:%d (legacy%s, %d process%s) and gRPC port %s",
+             settings.address, settings.port, "" if settings.ssl else ", no TLS",
+             max(1, settings.legacy_workers), "es" if settings.legacy_workers > 1 else "",
+             settings.grpc_port or "disabled")
     ready(None)
 
+    tasks = []
+    if legacy is not None:
+        tasks.append(asyncio.create_task(legacy.serve_until_stopped()))
+    if workers is not None:
+        tasks.append(asyncio.create_task(workers.supervise()))
+    await stop.wait()
+    # Stop accepting everywhere; calls in flight finish (uvicorn, workers and gRPC wait for them).
+    if legacy is not None:
+        legacy.request_stop()
+    drains = []
+    if workers is not None:
+        drains.append(workers.stop())
+    if legacy is not None:
+        await tasks[0]
+        drains.append(legacy.shutdown())
+    if grpc_server is not None:
+        drains.append(grpc_server.stop(grace=3600))
+    await asyncio.gather(*drains)
+    for t in tasks:
+        t.cancel()
+    proc.executor.shutdown(wait=True)
+
+
+async def serve_worker(settings: Settings, logs: LogFiles, ready_fd: int) -> None:
+    """A legacy door worker: serves the inherited socket until SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    _stop_on_signals(loop, stop, logs, [])
+    parent = os.getppid()
+    proc = NodeProcess(settings, lambda: os.kill(parent, signal.SIGTERM))
+    assert settings.worker_fd is not None
+    sock = socket.socket(fileno=settings.worker_fd)
+    sock.setblocking(False)
+    legacy = proc.legacy_server(sock, settings.worker_max_clients or settings.max_clients)
+    await legacy.start()
+    os.write(ready_fd, b"ok")
+    os.close(ready_fd)
     main_loop = asyncio.create_task(legacy.serve_until_stopped())
     await stop.wait()
     legacy.request_stop()
     await main_loop
-    # Legacy calls in flight finish first (uvicorn waits for them); gRPC calls likewise.
-    if grpc_server is not None:
-        await asyncio.gather(legacy.shutdown(), _grpc_drain(grpc_server))
-    else:
-        await legacy.shutdown()
-    executor.shutdown(wait=True)
+    await legacy.shutdown()
+    proc.executor.shutdown(wait=True)
 
 
-async def _grpc_drain(server: Any) -> None:
-    await server.stop(grace=3600)
+def worker_main(settings: Settings, ready_fd: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C goes to the main process
+    logs = LogFiles(dataclasses.replace(settings, foreground=False))
+    if settings.mlock:
+        lock_memory()
+    try:
+        run_event_loop(serve_worker(settings, logs, ready_fd))
+    except Exception as err:
+        log.exception("legacy door worker failed")
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, f"{type(err).__name__}: {err}".encode())
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         settings = settings_from_args(argv)
     except StartupError as err:
         sys.stderr.write(f"ganeti-noded: {err}\n")
         return 1
+    if settings.worker_fd is not None and settings.ready_fd is not None:
+        return worker_main(settings, settings.ready_fd)
     with detached(settings.foreground) as ready:
         # A stop asked for while starting is honoured once the doors are up.
         early_signal: list[int] = []
@@ -427,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
             if settings.mlock:
                 lock_memory()
             _init_node_state(settings.paths)
-            run_event_loop(serve(settings, ready, logs, early_signal))
+            worker_argv = [a for a in argv if a not in ("-f", "--foreground")]
+            run_event_loop(serve(settings, ready, logs, early_signal, worker_argv))
         except (StartupError, FileNotFoundError, OSError) as err:
             log.error("cannot start: %s", err)
             ready(str(err))

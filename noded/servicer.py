@@ -75,8 +75,15 @@ class NodeServicer:
 GrpcMethod = Callable[[Any, Message, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
-def _grpc_method(node: NodeServicer, rpc: Rpc, policy: ClientCertPolicy | None) -> GrpcMethod:
+def _grpc_method(node: NodeServicer, rpc: Rpc, policy: ClientCertPolicy | None,
+                 slots: asyncio.Semaphore | None) -> GrpcMethod:
     async def method(_self: Any, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        if slots is None:
+            return await serve(request, context)
+        async with slots:  # beyond --max-clients, calls wait; none is refused
+            return await serve(request, context)
+
+    async def serve(request: Message, context: grpc.aio.ServicerContext) -> Message:
         if policy is not None:
             certs = context.auth_context().get("x509_pem_cert")
             reason = policy.check_pem(certs[0] if certs else None)
@@ -97,20 +104,21 @@ def _grpc_method(node: NodeServicer, rpc: Rpc, policy: ClientCertPolicy | None) 
     return method
 
 
-def grpc_servicer(node: NodeServicer, service: Service, policy: ClientCertPolicy | None) -> Any:
+def grpc_servicer(node: NodeServicer, service: Service, policy: ClientCertPolicy | None,
+                  slots: asyncio.Semaphore | None = None) -> Any:
     """An instance of the generated `<Service>Servicer` class whose methods call `node`."""
     base = getattr(service.pb2_grpc, f"{service.descriptor.name}Servicer")
-    methods = {rpc.name: _grpc_method(node, rpc, policy) for rpc in service.rpcs}
+    methods = {rpc.name: _grpc_method(node, rpc, policy, slots) for rpc in service.rpcs}
     cls = type(f"Node{service.descriptor.name}", (base,), methods)
     return cls()
 
 
 def add_to_grpc_server(node: NodeServicer, server: grpc.aio.Server,
-                       policy: ClientCertPolicy | None) -> list[str]:
+                       policy: ClientCertPolicy | None, slots: asyncio.Semaphore | None = None) -> list[str]:
     """Register every node service on `server`; returns the full service names."""
     names = []
     for service in services():
         add = getattr(service.pb2_grpc, f"add_{service.descriptor.name}Servicer_to_server")
-        add(grpc_servicer(node, service, policy), server)
+        add(grpc_servicer(node, service, policy, slots), server)
         names.append(service.descriptor.full_name)
     return names

@@ -150,9 +150,9 @@ class ServerCredentials:
         self.key_file = key_file
         self.cert_file = cert_file
         self._contexts: list[ssl.SSLContext] = []
-        self._key = self._files_key()
+        self._key = self.files_key()
 
-    def _files_key(self) -> tuple[object, ...]:
+    def files_key(self) -> tuple[object, ...]:
         return (_stat_key(self.key_file), _stat_key(self.cert_file), _stat_key(self.paths.server_cert))
 
     def check_readable(self) -> None:
@@ -184,7 +184,7 @@ class ServerCredentials:
 
     def refresh(self) -> bool:
         """Reload the files into every context when they changed on disk; True if they did."""
-        key = self._files_key()
+        key = self.files_key()
         if key == self._key:
             return False
         self._key = key
