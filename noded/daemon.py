@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import fcntl
 import importlib
