@@ -67,6 +67,7 @@ async def _read_body(request: Request, limit: int) -> bytes | Response:
 def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> Router:
     """The ASGI app of the legacy door, calling `servicer` in-process."""
     table: dict[str, Rpc] = rpcs_by_procedure()
+    debug = log.isEnabledFor(logging.DEBUG)
 
     async def call(request: Request) -> Response:
         response = await dispatch(request)
@@ -95,6 +96,9 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
             args = json.loads(body)
         except (UnicodeDecodeError, ValueError) as err:
             return _text(400, f"Bad Request: the body of {name} is not valid JSON: {err}")
+        if debug:
+            # Like Ganeti's noded with -d: bodies are logged (private parameters too).
+            log.debug("Handling request %s: body=%s", name, body[:65536].decode("utf-8", "replace"))
         try:
             req = codec.request_from_args(rpc.request_cls, args, name)
             resp = await servicer.invoke(rpc, req)
@@ -106,7 +110,10 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
         except Exception as err:
             log.exception("internal error while serving %s", name)
             payload = [False, BACKEND_ERROR_PREFIX + str(err)]
-        return _json(payload)
+        response = _json(payload)
+        if debug:
+            log.debug("Answer to %s: %s", name, bytes(response.body[:65536]).decode("utf-8", "replace"))
+        return response
 
     endpoint: Callable[[Request], Awaitable[Response]] = call
     routes = [Route("/{procedure}", endpoint, methods=["POST", "PUT"])]

@@ -179,6 +179,8 @@ class LogFiles:
         root.handlers.clear()
         root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
         fmt = logging.Formatter(LOG_FORMAT)
+        # gRPC's own debug chatter ("Loaded running loop", one line per call) is not ours.
+        logging.getLogger("grpc").setLevel(logging.WARNING)
         if settings.syslog != "only":
             os.makedirs(os.path.dirname(settings.paths.noded_log_file), exist_ok=True)
             self.file_handler = logging.FileHandler(settings.paths.noded_log_file, encoding="utf-8")
@@ -424,7 +426,7 @@ class LegacyWorkers:
         self.procs: list[Any] = []
         self.stopping = False
 
-    def _spawn(self, index: int) -> Any:
+    def _launch(self) -> tuple[Any, int]:
         import subprocess
         rfd, wfd = os.pipe()
         limit = max(1, self.settings.max_clients // self.settings.legacy_workers)
@@ -432,6 +434,10 @@ class LegacyWorkers:
                str(self.sock.fileno()), "--ready-fd", str(wfd), "--worker-max-clients", str(limit)]
         proc = subprocess.Popen(cmd, pass_fds=(self.sock.fileno(), wfd), stdin=subprocess.DEVNULL)
         os.close(wfd)
+        return proc, rfd
+
+    @staticmethod
+    def _await_ready(index: int, proc: Any, rfd: int) -> Any:
         with os.fdopen(rfd, "rb") as r:
             msg = r.read().decode(errors="replace")
         if msg != "ok":
@@ -439,9 +445,19 @@ class LegacyWorkers:
             raise StartupError(f"legacy door worker {index} did not start: {msg or 'it exited'}")
         return proc
 
+    def _spawn(self, index: int) -> Any:
+        return self._await_ready(index, *self._launch())
+
     def start(self) -> None:
-        for i in range(self.settings.legacy_workers):
-            self.procs.append(self._spawn(i))
+        launched = [self._launch() for _ in range(self.settings.legacy_workers)]
+        try:
+            for i, (proc, rfd) in enumerate(launched):
+                self.procs.append(self._await_ready(i, proc, rfd))
+        except StartupError:
+            for proc, _ in launched:
+                if proc.poll() is None:
+                    proc.kill()
+            raise
 
     async def supervise(self) -> None:
         """Restart workers that die while the daemon runs."""

@@ -51,3 +51,15 @@ def noded_factory(tmp_path: Path) -> Iterator[Callable[..., RunningNoded]]:
     finally:
         for d in started:
             d.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_noded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNoded]:
+    """One daemon for a whole module of tests that only read (faster than one per test)."""
+    node = make_root(tmp_path_factory.mktemp("shared") / "vcluster", "node1")
+    node.write_candidate_map()
+    daemon = start_noded(node, "127.0.0.2")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

@@ -36,6 +36,12 @@ def _raw(daemon: RunningNoded, data: bytes, read: bool = True) -> bytes:
             return b"".join(chunks)
 
 
+
+@pytest.fixture(scope="module")
+def noded(shared_noded: RunningNoded) -> RunningNoded:
+    """These tests only read: they share one daemon."""
+    return shared_noded
+
 def test_version_answers_like_ganeti(noded: RunningNoded) -> None:
     status, body = noded.post("version", b"[]\n")
     assert status == 200

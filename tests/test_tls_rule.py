@@ -56,6 +56,12 @@ def bootstrap(tmp_path: Path) -> NodeRoot:
     return make_root(tmp_path / "vc", "node1")  # no master_candidates_certs: bootstrap mode
 
 
+
+@pytest.fixture(scope="module")
+def noded(shared_noded: RunningNoded) -> RunningNoded:
+    """These tests only read: they share one daemon."""
+    return shared_noded
+
 def test_candidate_certificate_is_accepted_on_both_doors(noded: RunningNoded) -> None:
     assert noded.call("version") == [True, 3000000]
     assert _grpc_version(noded, noded.client_pem) == 3000000

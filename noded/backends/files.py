@@ -84,9 +84,11 @@ def _lookup_group(name: str) -> int:
 def _check_mode(mode: object) -> int:
     if mode is None:
         return _DEFAULT_UPLOAD_MODE
-    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-        raise RpcFail(f"Invalid file mode {mode!r}: expected an integer between 0 and 0o7777")
-    return mode
+    if isinstance(mode, bool) or not isinstance(mode, int) or mode < 0:
+        raise RpcFail(f"Invalid file mode {mode!r}: expected a non-negative integer")
+    # Masters send the source file's whole st_mode (0o100640 = 33184 from wconfd);
+    # only the permission bits apply, as with chmod(2).
+    return mode & 0o7777
 
 
 def _check_times(atime: object, mtime: object) -> tuple[float, float] | None:
