@@ -19,7 +19,8 @@ from noded.errors import RpcFail
 from noded.paths import VIRTUAL_PATH_PREFIX, Paths
 
 V = VIRTUAL_PATH_PREFIX
-REFERENCE_SAMPLES = Path("/work/shared/reference/samples")
+# shared/ lies beside the checkout (here, and in CI).
+REFERENCE_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "samples"
 
 
 @pytest.fixture

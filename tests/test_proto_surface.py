@@ -313,7 +313,8 @@ def test_request_and_response_messages_are_unique_per_rpc() -> None:
 
 # --- the legacy JSON of every message round-trips through the generic codec
 
-SAMPLES_DIR = Path("/work/shared/reference/samples")
+# shared/ lies beside the checkout (here, and in CI).
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "samples"
 SAMPLE_FILES = ("demo_output.jsonl", "more_calls_output.jsonl")
 _VIRTUAL = "/###-VIRTUAL-PATH-###,/var/lib/ganeti/"
 
