@@ -71,10 +71,11 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
 
     async def call(request: Request) -> Response:
         response = await dispatch(request)
-        client = request.client
-        log.info("%s:%s %s %s HTTP/%s %d", client.host if client else "-", client.port if client else "-",
-                 request.method, request.url.path, request.scope.get("http_version", "1.1"),
-                 response.status_code)
+        scope = request.scope
+        client = scope.get("client") or ("-", "-")
+        # Ganeti's per-request line, e.g. "127.0.0.1:52154 POST /version HTTP/1.1 200".
+        log.info("%s:%s %s %s HTTP/%s %d", client[0], client[1], scope["method"], scope["path"],
+                 scope.get("http_version", "1.1"), response.status_code)
         return response
 
     async def dispatch(request: Request) -> Response:
@@ -83,8 +84,8 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
             return _text(403, f"Forbidden: {reject}", close=True)
         name = request.path_params["procedure"]
         rpc = table.get(name)
-        if rpc is None or request.url.query:
-            return _text(404, f"Not Found: this node daemon has no procedure {request.url.path!r}")
+        if rpc is None or request.scope.get("query_string"):
+            return _text(404, f"Not Found: this node daemon has no procedure {request.scope['path']!r}")
         try:
             body = await _read_body(request, body_limit)
         except ClientDisconnect:

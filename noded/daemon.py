@@ -179,6 +179,11 @@ class LogFiles:
         root.handlers.clear()
         root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
         fmt = logging.Formatter(LOG_FORMAT)
+        # Log records need neither the caller's source line nor thread names:
+        # skipping those lookups makes the per-request log line cheap.
+        logging._srcfile = None  # type: ignore[attr-defined]
+        logging.logThreads = False
+        logging.logMultiprocessing = False
         # gRPC's own debug chatter ("Loaded running loop", one line per call) is not ours.
         logging.getLogger("grpc").setLevel(logging.WARNING)
         if settings.syslog != "only":

@@ -78,6 +78,7 @@ class ClientCertPolicy:
         self._key: tuple[object, object] | None = None
         self._allowed = _Allowed(frozenset(), True)
         self._fp_cache: dict[bytes, str] = {}
+        self._der_cache: dict[bytes, bytes] = {}
 
     def _reload(self) -> _Allowed:
         fps: set[str] = set()
@@ -135,10 +136,15 @@ class ClientCertPolicy:
     def check_pem(self, pem: bytes | None) -> str | None:
         if not pem:
             return "no client certificate was presented"
-        try:
-            der = pem_cert_der(pem)
-        except ValueError:
-            return "the client certificate could not be read"
+        der = self._der_cache.get(pem)
+        if der is None:
+            try:
+                der = pem_cert_der(pem)
+            except ValueError:
+                return "the client certificate could not be read"
+            if len(self._der_cache) > 256:
+                self._der_cache.clear()
+            self._der_cache[pem] = der
         return self.check_der(der)
 
 

@@ -1,0 +1,234 @@
+"""`make bench`: our node daemon against the real Ganeti noded and against bare echo servers.
+
+    python tools/bench/run_bench.py [--duration S] [--only legacy-new|legacy-keepalive|grpc] ...
+
+Three comparisons, in one run, on this machine (client and servers share its cores):
+
+legacy-new        POST /version on a new TLS connection per call, as Ganeti masters call
+                  (the anchor's bench_noded.py --client ssl, one process per connection):
+                  ours vs the real ganeti-noded 3.0, both at their defaults (memory locked).
+                  Target: ours >= 5x the real one's calls/s.
+legacy-keepalive  POST /version back-to-back on N persistent TLS connections (load_http.py):
+                  ours vs a bare Starlette/uvicorn JSON app with the same TLS (echo_http.py).
+                  Target: ours >= 70 % of the echo's calls/s.
+grpc              ClusterService.Version with N calls in flight on one channel (load_grpc.py):
+                  ours vs a bare grpc.aio server with the same mutual TLS (echo_grpc.py).
+                  Target: ours >= 70 % of the echo's calls/s.
+
+Each point runs `--rounds` times, ours and the baseline alternating (ABBA) to
+spread drift; every load has a warm-up before its measured window. Prints a
+Markdown table, writes JSON to bench-results/. Exit status 1 if any call
+failed or the run broke; a missed target is only marked MISSED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for a direct run
+
+from tools.bench import pyspy as profiling
+from tools.bench import servers
+from tools.bench.clients import BenchNoded, LoadGen
+from tools.bench.procs import BenchError, Processes
+from tools.bench.report import Point, markdown, to_json
+from tools.bench.servers import Certs, Server
+from tools.bench.stats import Measurement, combine
+
+REPO = servers.REPO
+SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc")
+DEFAULT_ANCHORS = Path(os.environ.get("GANETI_BENCH_ANCHORS", str(REPO.parent / "shared" / "anchors" / "real-noded")))
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, not {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 3)[3])
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (default 5)")
+    p.add_argument("--warmup", type=float, default=1.0,
+                   help="seconds of unmeasured load before each keep-alive/gRPC run (default 1)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="runs per server and point, alternating ours and the baseline (default 2)")
+    p.add_argument("--only", action="append", choices=SCENARIOS,
+                   help="run only this comparison (may be repeated)")
+    p.add_argument("--new-conns", type=int_list, default=[1, 8],
+                   help="legacy-new concurrencies (default 1,8)")
+    p.add_argument("--keepalive-conns", type=int_list, default=[8, 16, 32],
+                   help="legacy-keepalive connection counts (default 8,16,32)")
+    p.add_argument("--grpc-calls", type=int_list, default=[8, 16, 32],
+                   help="gRPC calls in flight (default 8,16,32)")
+    p.add_argument("--client-procs", type=int, default=1,
+                   help="load-generator processes sharing the connections/calls (default 1)")
+    p.add_argument("--legacy-client", choices=["ssl", "pycurl"], default="ssl",
+                   help="bench_noded.py client for legacy-new (default ssl; pycurl = libcurl, as masters)")
+    p.add_argument("--echo-workers", type=int, default=0,
+                   help="processes of the Starlette echo (default 0: as many as our daemon runs for "
+                        "its legacy door)")
+    p.add_argument("--ours-opts", type=shlex.split, default=[], metavar="OPTIONS",
+                   help="extra options for our daemon, e.g. --ours-opts='--no-mlock' (default: none)")
+    p.add_argument("--grpc-echo-uvloop", action="store_true",
+                   help="run the gRPC echo on uvloop like our daemon (default: grpc.aio's own asyncio loop)")
+    p.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS,
+                   help="folder with bench_noded.py and setup_root.py (default %(default)s)")
+    p.add_argument("--out-dir", type=Path, default=REPO / "bench-results")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="record our daemon with py-spy during its measured runs into DIR and print "
+                        "where its time went (adds a little sampling cost to those runs)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary roots and logs")
+    return p
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    baseline: str
+    target: float
+    points: list[int]
+    measure: Callable[[Server, int, Path | None], Measurement]
+    ours: Server
+    base: Server
+
+
+def run_point(cmp: Comparison, n: int, rounds: int, log: Callable[[str], None],
+              profile_dir: Path | None) -> Point:
+    ours_runs: list[Measurement] = []
+    base_runs: list[Measurement] = []
+    for r in range(rounds):
+        order = [(cmp.ours, ours_runs), (cmp.base, base_runs)]
+        if r % 2:
+            order.reverse()
+        for server, runs in order:
+            spy_file = None
+            if profile_dir is not None and server is cmp.ours:
+                spy_file = profile_dir / f"{cmp.scenario}-{n}-{r + 1}.txt"
+            m = cmp.measure(server, n, spy_file)
+            runs.append(m)
+            log(f"  {cmp.scenario} n={n} round {r + 1} {server.name}: {m.calls_per_s:.1f} calls/s, "
+                f"{m.errors} errors")
+    return Point(cmp.scenario, n, cmp.baseline, cmp.target, combine(ours_runs), combine(base_runs))
+
+
+def build_comparisons(args: argparse.Namespace, procs: Processes, certs: Certs, tmp: Path,
+                      chosen: list[str]) -> list[Comparison]:
+    """Start our daemon and the baselines the chosen comparisons need; say how to measure each."""
+    ours_legacy, ours_grpc = servers.start_ours(procs, certs, grpc="grpc" in chosen, extra=args.ours_opts)
+    comparisons: list[Comparison] = []
+    if "legacy-new" in chosen:
+        real = servers.start_real(procs, certs, tmp, args.anchors)
+        bn = BenchNoded(args.anchors / "bench_noded.py", client=args.legacy_client)
+        counter = iter(range(1_000_000))
+        for server in (ours_legacy, real):  # warm-up: bytecode, caches, first forks
+            bn.run(procs, server, certs, 1, 1.0, tmp / f"warmup-{server.name}.json")
+        comparisons.append(Comparison(
+            "legacy-new", "real noded", 5.0, args.new_conns,
+            lambda s, n, spy: bn.run(procs, s, certs, n, args.duration,
+                                     tmp / f"bn-{s.name}-{n}-{next(counter)}.json", spy),
+            ours_legacy, real))
+    if "legacy-keepalive" in chosen:
+        workers = args.echo_workers or ours_legacy.processes
+        echo_http = servers.start_echo(procs, certs, "http", ["--workers", str(workers)], workers)
+        lg_http = LoadGen("http", args.client_procs, args.warmup)
+        comparisons.append(Comparison(
+            "legacy-keepalive", "echo (Starlette)", 0.7, args.keepalive_conns,
+            lambda s, n, spy: lg_http.run(procs, s, certs, n, args.duration, spy), ours_legacy, echo_http))
+    if "grpc" in chosen:
+        echo_grpc = servers.start_echo(procs, certs, "grpc", ["--uvloop"] if args.grpc_echo_uvloop else [])
+        lg_grpc = LoadGen("grpc", args.client_procs, args.warmup)
+        comparisons.append(Comparison(
+            "grpc", "echo (grpc.aio)", 0.7, args.grpc_calls,
+            lambda s, n, spy: lg_grpc.run(procs, s, certs, n, args.duration, spy), ours_grpc, echo_grpc))
+    return comparisons
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    chosen: list[str] = args.only or list(SCENARIOS)
+    if "legacy-new" in chosen and not (args.anchors / "bench_noded.py").exists():
+        print(f"run_bench: {args.anchors / 'bench_noded.py'} not found; pass --anchors DIR", file=sys.stderr)
+        return 2
+    if args.profile is not None:
+        if profiling.py_spy() is None:
+            print("run_bench: --profile needs py-spy (.venv/bin/pip install py-spy)", file=sys.stderr)
+            return 2
+        args.profile.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="ganeti-bench-"))
+    points: list[Point] = []
+    processes: dict[str, dict[str, int]] = {}
+    failure: str | None = None
+    started = time.time()
+    try:
+        with Processes(tmp) as procs:  # every process started is stopped by PID on the way out
+            for cmp in build_comparisons(args, procs, servers.make_certs(tmp), tmp, chosen):
+                log(f"{cmp.scenario}: ours (pid {cmp.ours.pid}, {cmp.ours.processes} process(es)) vs "
+                    f"{cmp.baseline} (pid {cmp.base.pid}, {cmp.base.processes} process(es))")
+                processes[cmp.scenario] = {"ours": cmp.ours.processes, "baseline": cmp.base.processes}
+                for n in cmp.points:
+                    points.append(run_point(cmp, n, args.rounds, log, args.profile))
+    except Exception as err:  # report what was measured, then fail
+        failure = str(err)
+        log(f"run_bench: {err}")
+        if not isinstance(err, BenchError):
+            log(traceback.format_exc())
+    finally:
+        if args.keep_tmp or failure is not None:
+            log(f"run_bench: logs and roots kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    settings = {"duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
+                "client_procs": args.client_procs, "legacy_client": args.legacy_client,
+                "grpc_echo_uvloop": args.grpc_echo_uvloop, "scenarios": chosen,
+                "ours_options": args.ours_opts, "server_processes": processes,
+                "profiled": args.profile is not None}
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
+    print(markdown(points, settings, machine))
+    if args.profile is not None:
+        print_profiles(args.profile, chosen)
+    if points or failure:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        out = args.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+        out.write_text(json.dumps(to_json(points, settings, machine, failure), indent=2) + "\n")
+        log(f"run_bench: results written to {out}")
+    errors = sum(p.ours.errors + p.base.errors for p in points)
+    if errors:
+        log(f"run_bench: {errors} calls failed")
+    return 1 if failure is not None or errors else 0
+
+
+def print_profiles(directory: Path, chosen: list[str]) -> None:
+    for scenario in chosen:
+        files = sorted(directory.glob(f"{scenario}-*.txt"))
+        if files:
+            print(f"\n### Where our daemon spent its time: {scenario} (py-spy, {len(files)} runs)\n")
+            print("```\n" + profiling.summarise(files) + "\n```")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
