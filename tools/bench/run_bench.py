@@ -49,7 +49,9 @@ from tools.bench.stats import Measurement, combine
 
 REPO = servers.REPO
 SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc")
-DEFAULT_ANCHORS = Path(os.environ.get("GANETI_BENCH_ANCHORS", str(REPO.parent / "shared" / "anchors" / "real-noded")))
+# shared/ lies beside the checkout (here, and in CI).
+DEFAULT_ANCHORS = Path(os.environ.get("GANETI_BENCH_ANCHORS",
+                                      str(REPO.parent / "shared" / "anchors" / "real-noded")))
 
 
 def int_list(text: str) -> list[int]:
