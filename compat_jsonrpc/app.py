@@ -46,26 +46,47 @@ def _json(payload: Any) -> Response:
 
 
 async def _read_body(request: Request, limit: int) -> bytes | Response:
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            return _text(400, f"Bad Request: invalid Content-Length {length!r}", close=True)
-        if declared > limit:
-            return _text(413, f"Request Entity Too Large: the body ({declared} bytes) exceeds the "
-                              f"limit of {limit} bytes", close=True)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    """The whole body, or the error response when it is too large (read straight from ASGI)."""
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return _text(400, f"Bad Request: invalid Content-Length {value!r}", close=True)
+            if declared > limit:
+                return _text(413, f"Request Entity Too Large: the body ({declared} bytes) exceeds the "
+                                  f"limit of {limit} bytes", close=True)
+            break
+    receive = request.receive
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else _text(
+            413, f"Request Entity Too Large: the body exceeds the limit of {limit} bytes", close=True)
+    parts = bytearray(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        parts += message.get("body", b"")
+        if len(parts) > limit:
             return _text(413, f"Request Entity Too Large: the body exceeds the limit of {limit} bytes",
                          close=True)
-    return bytes(body)
+        if not message.get("more_body", False):
+            return bytes(parts)
 
 
-def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> Router:
-    """The ASGI app of the legacy door, calling `servicer` in-process."""
+def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT,
+               access_log: Callable[[str], None] | None = None) -> Router:
+    """The ASGI app of the legacy door, calling `servicer` in-process.
+
+    `access_log` receives one line per request (default: the "noded.legacy" logger at INFO).
+    """
+    if access_log is None:
+        def access_log(line: str) -> None:
+            log.info("%s", line)
     table: dict[str, Rpc] = rpcs_by_procedure()
     debug = log.isEnabledFor(logging.DEBUG)
 
@@ -74,8 +95,8 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
         scope = request.scope
         client = scope.get("client") or ("-", "-")
         # Ganeti's per-request line, e.g. "127.0.0.1:52154 POST /version HTTP/1.1 200".
-        log.info("%s:%s %s %s HTTP/%s %d", client[0], client[1], scope["method"], scope["path"],
-                 scope.get("http_version", "1.1"), response.status_code)
+        access_log(f"{client[0]}:{client[1]} {scope['method']} {scope['path']} "
+                   f"HTTP/{scope.get('http_version', '1.1')} {response.status_code}")
         return response
 
     async def dispatch(request: Request) -> Response:
@@ -94,7 +115,7 @@ def create_app(servicer: NodeServicer, body_limit: int = DEFAULT_BODY_LIMIT) -> 
         if isinstance(body, Response):
             return body
         try:
-            args = json.loads(body)
+            args = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
             return _text(400, f"Bad Request: the body of {name} is not valid JSON: {err}")
         if debug:

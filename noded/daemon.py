@@ -28,6 +28,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -175,6 +176,10 @@ class LogFiles:
 
     def __init__(self, settings: Settings) -> None:
         self.file_handler: logging.FileHandler | None = None
+        self.fast_access = settings.syslog == "no" and not (settings.foreground and settings.debug)
+        self._pid = os.getpid()
+        self._stamp_sec = -1
+        self._stamp = ""
         root = logging.getLogger()
         root.handlers.clear()
         root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
@@ -205,6 +210,28 @@ class LogFiles:
             eh.setLevel(logging.DEBUG if settings.debug else logging.CRITICAL)
             eh.setFormatter(fmt)
             root.addHandler(eh)
+
+    def access(self, line: str) -> None:
+        """One access-log line at INFO, written straight to the log file when that is the only
+        destination (a LogRecord per call costs more than the rest of a keep-alive call)."""
+        h = self.file_handler
+        if h is None or not self.fast_access:
+            log.info("%s", line)
+            return
+        now = time.time()
+        sec = int(now)
+        if sec != self._stamp_sec:
+            self._stamp_sec = sec
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec))
+        text = f"{self._stamp},{int((now - sec) * 1000):03d}: ganeti-noded pid={self._pid} INFO {line}\n"
+        h.acquire()
+        try:
+            stream = h.stream
+            if stream is not None:
+                stream.write(text)
+                stream.flush()
+        finally:
+            h.release()
 
     def reopen(self) -> None:
         if self.file_handler is not None:
@@ -332,11 +359,12 @@ def bind_socket(address: str, port: int) -> socket.socket:
 class NodeProcess:
     """What one daemon process serves with: the servicer, the TLS rule, the legacy app."""
 
-    def __init__(self, settings: Settings, request_shutdown: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, logs: LogFiles, request_shutdown: Callable[[], None]) -> None:
         from noded.servicer import NodeServicer
         from noded.tls import ClientCertPolicy, ServerCredentials
 
         self.settings = settings
+        self.logs = logs
         ctx = NodeContext(
             paths=settings.paths, port=settings.port, grpc_port=settings.grpc_port,
             bind_address=settings.address, ssl=settings.ssl,
@@ -355,7 +383,8 @@ class NodeProcess:
         from compat_jsonrpc.app import create_app
         from compat_jsonrpc.server import ConnectionLimiter, LegacyServer, protocol_class
         ssl_ctx = self.creds.ssl_context() if self.creds is not None else None
-        return LegacyServer(create_app(self.node, self.settings.body_limit), sock, ssl_ctx,
+        app = create_app(self.node, self.settings.body_limit, access_log=self.logs.access)
+        return LegacyServer(app, sock, ssl_ctx,
                             protocol_class(self.policy, self.creds, ConnectionLimiter(max_clients)))
 
     async def start_grpc(self) -> Any:
@@ -500,7 +529,7 @@ async def serve(settings: Settings, ready: Callable[[str | None], None], logs: L
     def request_shutdown() -> None:
         loop.call_soon_threadsafe(stop.set)
 
-    proc = NodeProcess(settings, request_shutdown)
+    proc = NodeProcess(settings, logs, request_shutdown)
     sock = bind_socket(settings.address, settings.port)
 
     workers: LegacyWorkers | None = None
@@ -552,7 +581,7 @@ async def serve_worker(settings: Settings, logs: LogFiles, ready_fd: int) -> Non
     stop = asyncio.Event()
     _stop_on_signals(loop, stop, logs, [])
     parent = os.getppid()
-    proc = NodeProcess(settings, lambda: os.kill(parent, signal.SIGTERM))
+    proc = NodeProcess(settings, logs, lambda: os.kill(parent, signal.SIGTERM))
     assert settings.worker_fd is not None
     sock = socket.socket(fileno=settings.worker_fd)
     sock.setblocking(False)
