@@ -7,7 +7,14 @@ message ("Unknown hypervisor type 'xen-pvm'").
 
 from __future__ import annotations
 
-from noded.hypervisor.base import Hypervisor, HypervisorError, InstanceInfo, InstanceState, ParamCheck
+from noded.hypervisor.base import (
+    AttachedDisk,
+    Hypervisor,
+    HypervisorError,
+    InstanceInfo,
+    InstanceState,
+    ParamCheck,
+)
 from noded.hypervisor.fake import FakeHypervisor
 from noded.paths import Paths
 
@@ -32,6 +39,7 @@ def get_hypervisor(name: str, paths: Paths) -> Hypervisor:
 
 __all__ = [
     "HYPERVISORS",
+    "AttachedDisk",
     "FakeHypervisor",
     "Hypervisor",
     "HypervisorError",

@@ -5,10 +5,10 @@ and keeps its state on disk (below the run directory), so instances outlive
 the daemon. Methods raise HypervisorError for problems the caller reports;
 the backends turn it into the answer Ganeti gives in the same place.
 
-The read side (verify, node info, instance listing, parameter checks) is
-here now; starting, stopping, rebooting, ballooning, migration, consoles and
-hotplug are added to this interface by the hypervisor that needs them (the
-fake one first, then kvm), following Ganeti's BaseHypervisor.
+The interface follows Ganeti's BaseHypervisor: the read side (verify, node
+info, instance listing, parameter checks) and the life cycle (start, stop,
+reboot, balloon, console, migration, hotplug); a hypervisor overrides what it
+supports, the rest raises HypervisorError saying it is not supported.
 """
 
 from __future__ import annotations
@@ -73,6 +73,21 @@ class ParamCheck:
     syntax_message: str | None = None
     node_check: Callable[[Any], bool] | None = None
     node_message: str | None = None
+
+
+@dataclass(frozen=True)
+class AttachedDisk:
+    """An assembled disk of an instance, as start_instance receives it (Ganeti's
+    (disk, link_name, uri) triple, with the device path resolved)."""
+
+    #: The disk dict the master sent (objects.Disk.ToDict()).
+    disk: Mapping[str, Any]
+    #: Path of the device or file on this node.
+    path: str
+    #: $RUN_DIR/instance-disks/<instance>:<index>, a symlink to `path`.
+    link: str
+    #: Userspace access URI (e.g. gluster://...), or None.
+    uri: str | None = None
 
 
 def _unspecified(value: Any) -> bool:
@@ -150,6 +165,80 @@ class Hypervisor(abc.ABC):
             if check.node_check is not None and not check.node_check(value):
                 raise HypervisorError(f"Parameter '{name}' fails validation: {check.node_message}"
                                       f" (current value: '{value}')")
+
+    # -- life cycle (Ganeti's BaseHypervisor; instances are instance dicts) -----
+    # Every method below raises HypervisorError when it fails. The defaults say
+    # the hypervisor cannot do it; each hypervisor overrides what it supports.
+
+    def _unsupported(self, what: str) -> HypervisorError:
+        return HypervisorError(f"Hypervisor '{self.NAME}' does not support {what}")
+
+    def start_instance(self, instance: Mapping[str, Any], disks: list[AttachedDisk],
+                       startup_paused: bool) -> None:
+        """Start `instance` with its assembled disks (in order); paused if asked.
+
+        Fails when the instance already runs ("Instance ... is already running").
+        """
+        raise self._unsupported("starting instances")
+
+    def stop_instance(self, instance: Mapping[str, Any], force: bool = False, retry: bool = False,
+                      name: str | None = None, timeout: int | None = None) -> None:
+        """Stop an instance: soft (ACPI/graceful, retried by the caller until its timeout) or,
+        with `force`, at once. `name` overrides instance["name"] (cleanup of leftovers).
+        Stopping an instance that does not run succeeds."""
+        raise self._unsupported("stopping instances")
+
+    def reboot_instance(self, instance: Mapping[str, Any]) -> None:
+        """Soft-reboot a running instance (the guest reboots; the process stays)."""
+        raise self._unsupported("soft reboots")
+
+    def cleanup_instance(self, name: str) -> None:
+        """Remove what a stopped instance left in the run directory."""
+
+    def balloon_instance_memory(self, instance: Mapping[str, Any], memory: int) -> None:
+        """Set a running instance's memory to `memory` MiB."""
+        raise self._unsupported("memory ballooning")
+
+    def instance_console(self, instance: Mapping[str, Any], primary_node: Mapping[str, Any],
+                         node_group: Mapping[str, Any], hvparams: Mapping[str, Any],
+                         beparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Ganeti's InstanceConsole dict: {"instance", "kind", "message"|"host","port","user",
+        "command","display"} telling how to reach the instance's console."""
+        raise self._unsupported("consoles")
+
+    def migration_info(self, instance: Mapping[str, Any]) -> str:
+        """Data the destination needs before accepting the instance ("" when none)."""
+        raise self._unsupported("migration")
+
+    def accept_instance(self, instance: Mapping[str, Any], info: str, target: str) -> None:
+        """Destination side: prepare to receive `instance` (listening on `target`)."""
+        raise self._unsupported("migration")
+
+    def finalize_migration_dst(self, instance: Mapping[str, Any], info: str, success: bool) -> None:
+        """Destination side: the instance arrived (success) or the attempt is abandoned."""
+        raise self._unsupported("migration")
+
+    def migrate_instance(self, cluster_name: str, instance: Mapping[str, Any], target: str,
+                         live: bool) -> None:
+        """Source side: send the running instance to the node at address `target`."""
+        raise self._unsupported("migration")
+
+    def finalize_migration_source(self, instance: Mapping[str, Any], success: bool, live: bool) -> None:
+        """Source side: clean up after a migration (stop the source when it succeeded)."""
+        raise self._unsupported("migration")
+
+    def migration_status(self, instance: Mapping[str, Any]) -> dict[str, Any]:
+        """Ganeti's MigrationStatus dict: {"status", "transferred_ram", "total_ram"}."""
+        raise self._unsupported("migration")
+
+    def hotplug_supported(self, instance: Mapping[str, Any]) -> None:
+        """Succeeds when devices can be hot-plugged into `instance`, else raises with the reason."""
+        raise HypervisorError(f"Hotplug is not supported by the {self.NAME} hypervisor")
+
+    def hotplug_device(self, instance: Mapping[str, Any], action: str, dev_type: str,
+                       device: Mapping[str, Any], extra: Any, seq: int) -> Any:
+        """hotadd/hotremove/hotmod of a disk or NIC; Ganeti's result for that action."""
+        raise HypervisorError(f"Hotplug is not supported by the {self.NAME} hypervisor")
 
     # -- node ------------------------------------------------------------
     def powercycle_node(self, hvparams: Mapping[str, Any] | None = None) -> None:
