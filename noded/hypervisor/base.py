@@ -192,7 +192,7 @@ class Hypervisor(abc.ABC):
         """Soft-reboot a running instance (the guest reboots; the process stays)."""
         raise self._unsupported("soft reboots")
 
-    def cleanup_instance(self, name: str) -> None:
+    def cleanup_instance(self, name: str) -> None:  # noqa: B027 - optional, nothing by default
         """Remove what a stopped instance left in the run directory."""
 
     def balloon_instance_memory(self, instance: Mapping[str, Any], memory: int) -> None:
