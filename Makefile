@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := ganeti ganeti-os-noop iproute2 curl
+APT_PACKAGES := ganeti ganeti-os-noop iproute2 curl qemu-system-x86 qemu-utils socat
 
 .PHONY: check demo setup apt venv proto proto-check docs docs-check lint typecheck test bench clean
 
