@@ -41,6 +41,7 @@ from noded.registry import Procedure, collect
 log = logging.getLogger("noded")
 
 DEFAULT_MAX_CLIENTS = 1024
+SYSLOG_SOCKET = "/dev/log"
 LOG_FORMAT = "%(asctime)s: ganeti-noded pid=%(process)d %(levelname)s %(message)s"
 
 
@@ -176,7 +177,7 @@ class LogFiles:
 
     def __init__(self, settings: Settings) -> None:
         self.file_handler: logging.FileHandler | None = None
-        self.fast_access = settings.syslog == "no" and not (settings.foreground and settings.debug)
+        self.fast_access = False
         self._pid = os.getpid()
         self._stamp_sec = -1
         self._stamp = ""
@@ -191,25 +192,34 @@ class LogFiles:
         logging.logMultiprocessing = False
         # gRPC's own debug chatter ("Loaded running loop", one line per call) is not ours.
         logging.getLogger("grpc").setLevel(logging.WARNING)
-        if settings.syslog != "only":
+        syslog = settings.syslog
+        syslog_problem = None
+        if syslog != "no" and not os.path.exists(SYSLOG_SOCKET):
+            # No syslog daemon: keep the log file rather than losing every message.
+            syslog_problem = f"--syslog={syslog} asked for, but {SYSLOG_SOCKET} does not exist"
+            syslog = "no"
+        if syslog != "only":
             os.makedirs(os.path.dirname(settings.paths.noded_log_file), exist_ok=True)
             self.file_handler = logging.FileHandler(settings.paths.noded_log_file, encoding="utf-8")
             self.file_handler.setFormatter(fmt)
             root.addHandler(self.file_handler)
-        if settings.syslog in ("yes", "only"):
+        if syslog in ("yes", "only"):
             try:
-                sh = logging.handlers.SysLogHandler(address="/dev/log",
+                sh = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET,
                                                     facility=logging.handlers.SysLogHandler.LOG_DAEMON)
                 sh.setFormatter(logging.Formatter("ganeti-noded[%(process)d]: %(levelname)s %(message)s"))
                 root.addHandler(sh)
             except OSError as err:
-                log.warning("cannot log to syslog: %s", err)
+                syslog_problem = f"cannot log to syslog: {err}"
+        self.fast_access = syslog == "no" and not (settings.foreground and settings.debug)
         if settings.foreground:
             # As Ganeti: on the terminal only critical messages, everything with -d.
             eh = logging.StreamHandler(sys.stderr)
             eh.setLevel(logging.DEBUG if settings.debug else logging.CRITICAL)
             eh.setFormatter(fmt)
             root.addHandler(eh)
+        if syslog_problem:
+            log.warning("%s; logging to %s instead", syslog_problem, settings.paths.noded_log_file)
 
     def access(self, line: str) -> None:
         """One access-log line at INFO, written straight to the log file when that is the only

@@ -222,3 +222,20 @@ def test_start_helper_is_used(node_root: NodeRoot) -> None:
         assert daemon.call("version") == [True, 3000000]
     finally:
         daemon.stop()
+
+
+def test_syslog_without_a_syslog_socket_falls_back_to_the_log_file(node_root: NodeRoot) -> None:
+    if os.path.exists("/dev/log"):
+        pytest.skip("this machine has a syslog socket")
+    port = free_port("127.0.0.2")
+    res = subprocess.run([NODED, "--no-mlock", "--syslog=only", "-b", "127.0.0.2", "-p", str(port),
+                          "--grpc-port", "0"], env=node_root.env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    daemon = RunningNoded(node=node_root, address="127.0.0.2", port=port, grpc_port=0,
+                          pid=int(Path(node_root.paths.noded_pid_file).read_text()))
+    try:
+        assert daemon.call("version") == [True, 3000000]
+        log = Path(node_root.paths.noded_log_file).read_text()
+        assert "--syslog=only asked for, but /dev/log does not exist" in log
+    finally:
+        daemon.stop()
