@@ -37,6 +37,19 @@ def _feature(name: str) -> str:
     return "the feature"
 
 
+#: Limits of implemented procedures, said in the table.
+_NOTES = {
+    "node_ssh_key_add": "this node's files; a change that must reach other nodes over SSH is refused",
+    "node_ssh_key_remove": "this node's files; a change that must reach other nodes over SSH is refused",
+    "node_ssh_keys_renew": "this node's files; a change that must reach other nodes over SSH is refused",
+    "node_powercycle": "refused unless the daemon runs with --allow-powercycle",
+    "node_start_master_daemons": "starts our ganeti-masterd when installed, else Ganeti 3.0's through daemon-util",
+    "node_stop_master": "stops our ganeti-masterd, or Ganeti 3.0's through daemon-util",
+    "etc_hosts_modify": "edits $GANETI_ROOTDIR/etc/hosts when a root is set (never the machine's)",
+    "iallocator_runner": "runs Debian's hail when ganeti-htools is installed",
+}
+
+
 def status_of(name: str, table: dict[str, object]) -> str:
     proc = table.get(name)
     if proc is None:
@@ -44,7 +57,8 @@ def status_of(name: str, table: dict[str, object]) -> str:
     module = getattr(getattr(proc, "func", None), "__module__", "")
     if module.endswith(".unsupported"):
         return f"answers as a real node without {_feature(name)} does"
-    return "implemented"
+    note = _NOTES.get(name)
+    return f"implemented ({note})" if note else "implemented"
 
 
 def render() -> str:
@@ -57,7 +71,7 @@ def render() -> str:
     for svc in services():
         for rpc in svc.rpcs:
             status = status_of(rpc.procedure, table)  # type: ignore[arg-type]
-            key = status.split(" (")[0] if status.startswith("not implemented") else (
+            key = status.split(" (")[0] if status.startswith(("not implemented", "implemented")) else (
                 "absent feature" if status.startswith("answers as") else status)
             counts[key] = counts.get(key, 0) + 1
             lines.append(f"| `{rpc.procedure}` | `{svc.descriptor.name}.{rpc.name}` | {status} |")
