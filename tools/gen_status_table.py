@@ -43,7 +43,7 @@ _NOTES = {
     "node_ssh_key_remove": "this node's files; a change that must reach other nodes over SSH is refused",
     "node_ssh_keys_renew": "this node's files; a change that must reach other nodes over SSH is refused",
     "node_powercycle": "refused unless the daemon runs with --allow-powercycle",
-    "node_start_master_daemons": "starts our ganeti-masterd when installed, else Ganeti 3.0's through daemon-util",
+    "node_start_master_daemons": "starts our ganeti-masterd when installed, else Ganeti's via daemon-util",
     "node_stop_master": "stops our ganeti-masterd, or Ganeti 3.0's through daemon-util",
     "etc_hosts_modify": "edits $GANETI_ROOTDIR/etc/hosts when a root is set (never the machine's)",
     "iallocator_runner": "runs Debian's hail when ganeti-htools is installed",
