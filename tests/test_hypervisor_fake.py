@@ -180,3 +180,74 @@ for params in ({"migration_mode": "teleport"}, {}, {"migration_mode": None},
         except HypervisorError as err:
             ours.append(str(err))
     assert ours == theirs
+
+
+# -- life cycle ----------------------------------------------------------------------
+
+def _inst(name: str = "inst1.example.com", maxmem: int = 128, minmem: int = 64,
+          vcpus: int = 2) -> dict[str, object]:
+    return {"name": name, "hypervisor": "fake", "hvparams": {"migration_mode": "live"},
+            "beparams": {"maxmem": maxmem, "minmem": minmem, "vcpus": vcpus}}
+
+
+def _state(paths: Paths, name: str = "inst1.example.com") -> Path:
+    return Path(paths.run_dir) / "fake-hypervisor" / name
+
+
+def test_start_writes_the_state_file_as_ganeti_does(paths: Paths) -> None:
+    get_hypervisor("fake", paths).start_instance(_inst(), [], False)
+    assert _state(paths).read_text() == "0\n128\n2\n"
+
+
+def test_start_memory_never_goes_below_minmem(paths: Paths) -> None:
+    _mark_up(paths, "huge", 10**9, 1)  # leaves no free memory
+    get_hypervisor("fake", paths).start_instance(_inst(maxmem=512, minmem=64), [], False)
+    assert _state(paths).read_text() == "0\n64\n2\n"
+
+
+def test_starting_a_running_instance_fails(paths: Paths) -> None:
+    hv = get_hypervisor("fake", paths)
+    hv.start_instance(_inst(), [], False)
+    with pytest.raises(HypervisorError,
+                       match=r"^Failed to start instance inst1.example.com: already running$"):
+        hv.start_instance(_inst(maxmem=256), [], False)
+    assert _state(paths).read_text() == "0\n128\n2\n"
+
+
+def test_stop_removes_the_state_file_and_is_idempotent(paths: Paths) -> None:
+    hv = get_hypervisor("fake", paths)
+    hv.start_instance(_inst(), [], False)
+    hv.stop_instance(_inst())
+    assert not _state(paths).exists()
+    hv.stop_instance(_inst(), force=True)
+    hv.stop_instance({}, name="inst1.example.com")
+
+
+def test_balloon_of_a_stopped_instance_fails(paths: Paths) -> None:
+    with pytest.raises(HypervisorError,
+                       match=r"^Failed to balloon memory for inst1.example.com: not running$"):
+        get_hypervisor("fake", paths).balloon_instance_memory(_inst(), 100)
+
+
+def test_instance_names_that_are_not_file_names_are_refused(paths: Paths) -> None:
+    with pytest.raises(HypervisorError, match=r"^Invalid instance name '\.\./escape'$"):
+        get_hypervisor("fake", paths).start_instance(_inst(name="../escape"), [], False)
+    assert not (Path(paths.run_dir) / "escape").exists()
+
+
+def test_accept_records_the_incoming_instance_until_finalized(paths: Paths) -> None:
+    hv = get_hypervisor("fake", paths)
+    hv.accept_instance(_inst(), "0\n96\n2\n", "127.0.0.3")
+    incoming = Path(paths.run_dir) / "fake-hypervisor-incoming" / "inst1.example.com"
+    assert incoming.read_text() == "0\n96\n2\n"
+    assert hv.list_instances() == []
+    hv.finalize_migration_dst(_inst(), "0\n96\n2\n", True)
+    assert not incoming.exists()
+    assert _state(paths).read_text() == "0\n96\n2\n"
+
+
+def test_migration_info_is_the_state_of_the_running_instance(paths: Paths) -> None:
+    hv = get_hypervisor("fake", paths)
+    assert hv.migration_info(_inst()) == ""
+    hv.start_instance(_inst(), [], False)
+    assert hv.migration_info(_inst()) == "0\n128\n2\n"

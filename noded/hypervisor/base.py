@@ -33,6 +33,11 @@ class HypervisorError(Exception):
     """A hypervisor operation failed; the message says why."""
 
 
+class HotplugError(HypervisorError):
+    """Hotplug cannot be done for this instance, action or device (Ganeti's
+    HotplugError; the backends answer "Hotplug is not supported: <message>")."""
+
+
 class InstanceState:
     """Ganeti's HvInstanceState values, as they travel on the wire."""
 
@@ -232,13 +237,16 @@ class Hypervisor(abc.ABC):
         raise self._unsupported("migration")
 
     def hotplug_supported(self, instance: Mapping[str, Any]) -> None:
-        """Succeeds when devices can be hot-plugged into `instance`, else raises with the reason."""
-        raise HypervisorError(f"Hotplug is not supported by the {self.NAME} hypervisor")
+        """Succeeds when devices can be hot-plugged into `instance`, else raises HotplugError."""
+        raise HotplugError("Hotplug is not supported by this hypervisor")
 
     def hotplug_device(self, instance: Mapping[str, Any], action: str, dev_type: str,
                        device: Mapping[str, Any], extra: Any, seq: int) -> Any:
-        """hotadd/hotremove/hotmod of a disk or NIC; Ganeti's result for that action."""
-        raise HypervisorError(f"Hotplug is not supported by the {self.NAME} hypervisor")
+        """hotadd/hotremove/hotmod of a disk or NIC; Ganeti's result for that action.
+
+        Raises HotplugError when the action or device cannot be hot-plugged
+        (Ganeti's VerifyHotplugSupport), HypervisorError when doing it failed."""
+        raise HotplugError("Hotplug is not supported.")
 
     # -- node ------------------------------------------------------------
     def powercycle_node(self, hvparams: Mapping[str, Any] | None = None) -> None:
