@@ -114,11 +114,14 @@ def test_start_stores_the_reason_trail_with_the_node_daemon_entry(ctx: NodeConte
     assert before <= stamp <= time.time_ns()
 
 
-def test_starting_a_running_instance_succeeds_and_changes_nothing(ctx: NodeContext,
-                                                                  inst: dict[str, Any]) -> None:
+def test_starting_a_running_instance_is_a_clear_failure_and_changes_nothing(
+        ctx: NodeContext, inst: dict[str, Any]) -> None:
+    # Ganeti 3.0.2 answers success (masters check first and never ask); issue 3 wants a
+    # clear failure for this operator mistake.
     bi.instance_start(ctx, inst, False, [])
     bi.instance_balloon_memory(ctx, inst, 100)
-    assert bi.instance_start(ctx, inst, False, []) is None  # as Ganeti's StartInstance
+    with pytest.raises(RpcFail, match=f"^Instance '{NAME}' is already running on this node$"):
+        bi.instance_start(ctx, inst, False, [])
     assert _info(ctx)["memory"] == 100
 
 
@@ -415,6 +418,9 @@ SEQUENCE: list[list[Any]] = [
     ["instance_start", "BADHV", False, []],
 ]
 
+#: Index in SEQUENCE of the start of an instance that already runs.
+SECOND_START = 2
+
 _REAL_SEQUENCE = """
 from ganeti import backend, errors
 from ganeti.server import noded
@@ -458,6 +464,10 @@ def test_the_instance_life_cycle_answers_like_ganeti(tmp_path: Path) -> None:
         reason = json.loads((Path(c.paths.run_dir) / "instance-reason" / NAME).read_text())
         answers[-1].append([entry[:2] for entry in reason])
     ours, theirs = answers
-    for call, mine, real in zip(SEQUENCE, ours, theirs, strict=False):
+    for i, (call, mine, real) in enumerate(zip(SEQUENCE, ours, theirs, strict=False)):
+        if i == SECOND_START:  # the one documented difference: a second start is refused
+            assert real == [True, None]
+            assert mine == [False, f"Instance '{NAME}' is already running on this node"]
+            continue
         assert mine == real, call[0]
     assert ours[-1] == theirs[-1] == [["gnt:daemon:noded:shutdown", ""]]

@@ -30,7 +30,7 @@ from typing import Any
 
 from noded.context import NodeContext
 from noded.disks import links
-from noded.disks.base import DeviceError
+from noded.disks.base import DeviceError, DiskConfigError
 from noded.errors import RpcFail
 from noded.hypervisor import Hypervisor, HypervisorError, InstanceState, get_hypervisor
 from noded.hypervisor.base import HotplugError
@@ -107,8 +107,9 @@ def _start(ctx: NodeContext, instance: Mapping[str, Any], startup_paused: bool,
         hyper = _hypervisor(ctx, instance)
         info = hyper.instance_info(name, instance.get("hvparams"))
         if info is not None and info.state != InstanceState.SHUTDOWN:
-            log.info("Instance '%s' already running, not starting", name)
-            return
+            # Ganeti 3.0.2 answers success here; masters never ask (they check
+            # first), so a second start is an operator's mistake: say so.
+            raise RpcFail(f"Instance '{name}' is already running on this node")
         try:
             disks = links.gather_and_link(ctx.paths, instance)
             hyper.start_instance(instance, disks, bool(startup_paused))
@@ -117,7 +118,7 @@ def _start(ctx: NodeContext, instance: Mapping[str, Any], startup_paused: bool,
             raise
         if trail is not None:
             store_reason_trail(ctx.paths, name, trail)
-    except DeviceError as err:
+    except (DeviceError, DiskConfigError) as err:
         raise RpcFail(f"Block device error: {err}") from err
     except HypervisorError as err:
         raise RpcFail(f"Hypervisor error: {err}") from err
