@@ -16,11 +16,13 @@ from noded.hypervisor.base import (
     ParamCheck,
 )
 from noded.hypervisor.fake import FakeHypervisor
+from noded.hypervisor.kvm import KvmHypervisor
 from noded.paths import Paths
 
-#: Hypervisor name -> class. kvm joins here when it is written.
+#: Hypervisor name -> class.
 HYPERVISORS: dict[str, type[Hypervisor]] = {
     FakeHypervisor.NAME: FakeHypervisor,
+    KvmHypervisor.NAME: KvmHypervisor,
 }
 
 
