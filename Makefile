@@ -50,6 +50,8 @@ docs: venv
 docs-check: venv
 	$(PY) tools/check_fresh.py docs/api -- $(PY) tools/gen_docs.py
 	$(PY) tools/gen_status_table.py --check
+	$(PY) tools/gen_query_fields.py --check
+	$(PY) tools/gen_opcode_defs.py --check
 
 lint: venv
 	$(VENV)/bin/ruff check .
