@@ -360,3 +360,8 @@ def build(files: Sequence[descriptor_pb2.FileDescriptorProto], to_generate: Sequ
                          "(its package names its page)")
     documented = {by_name[n].package for n in to_generate}
     return _Builder(files, documented).build(to_generate)
+
+
+def is_luxi(rpc: Rpc) -> bool:
+    """Whether the rpc's legacy twin is a LUXI method of the master (not a node procedure)."""
+    return rpc.full_name.startswith("ganeti.master.")
