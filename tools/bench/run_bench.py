@@ -1,8 +1,8 @@
 """`make bench`: our node daemon against the real Ganeti noded and against bare echo servers.
 
-    python tools/bench/run_bench.py [--duration S] [--only legacy-new|legacy-keepalive|grpc] ...
+    python tools/bench/run_bench.py [--duration S] [--only legacy-new|legacy-keepalive|grpc|instances] ...
 
-Three comparisons, in one run, on this machine (client and servers share its cores):
+Four comparisons, in one run, on this machine (client and servers share its cores):
 
 legacy-new        POST /version on a new TLS connection per call, as Ganeti masters call
                   (the anchor's bench_noded.py --client ssl, one process per connection):
@@ -14,8 +14,13 @@ legacy-keepalive  POST /version back-to-back on N persistent TLS connections (lo
 grpc              ClusterService.Version with N calls in flight on one channel (load_grpc.py):
                   ours vs a bare grpc.aio server with the same mutual TLS (echo_grpc.py).
                   Target: ours >= 70 % of the echo's calls/s.
+instances         single calls through the legacy door, each repeated --instances-repeat times:
+                  instance_start / instance_shutdown with the fake hypervisor (ours and the real
+                  noded) and kvm (ours only; qemu running the tiny OS), blockdev_create /
+                  blockdev_remove of a 10 GiB sparse file disk (both); median and min/max
+                  (tools/bench/instances.py says what each time runs until). No target.
 
-Each point runs `--rounds` times, ours and the baseline alternating (ABBA) to
+Each throughput point runs `--rounds` times, ours and the baseline alternating (ABBA) to
 spread drift; every load has a warm-up before its measured window. Prints a
 Markdown table, writes JSON to bench-results/. Exit status 1 if any call
 failed or the run broke; a missed target is only marked MISSED.
@@ -39,16 +44,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for a direct run
 
+from tools.bench import instances_report, servers
 from tools.bench import pyspy as profiling
-from tools.bench import servers
 from tools.bench.clients import BenchNoded, LoadGen
+from tools.bench.instances import InstanceBench, make_node
+from tools.bench.instances import Result as InstancesResult
 from tools.bench.procs import BenchError, Processes
 from tools.bench.report import Point, markdown, to_json
 from tools.bench.servers import Certs, Server
 from tools.bench.stats import Measurement, combine
 
 REPO = servers.REPO
-SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc")
+SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances")
+THROUGHPUT = ("legacy-new", "legacy-keepalive", "grpc")
 # shared/ lies beside the checkout (here, and in CI).
 DEFAULT_ANCHORS = Path(os.environ.get("GANETI_BENCH_ANCHORS",
                                       str(REPO.parent / "shared" / "anchors" / "real-noded")))
@@ -92,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra options for our daemon, e.g. --ours-opts='--no-mlock' (default: none)")
     p.add_argument("--grpc-echo-uvloop", action="store_true",
                    help="run the gRPC echo on uvloop like our daemon (default: grpc.aio's own asyncio loop)")
+    p.add_argument("--instances-repeat", type=int, default=5, metavar="N",
+                   help="measured runs of each instances row, after one warm-up (default 5)")
+    p.add_argument("--kvm-shutdown-timeout", type=int, default=1, metavar="S",
+                   help="instance_shutdown timeout for the kvm rows: the tiny guest has no ACPI, so the "
+                        "soft stop always waits this long before qemu is killed (default 1)")
     p.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS,
                    help="folder with bench_noded.py and setup_root.py (default %(default)s)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench-results")
@@ -133,12 +146,17 @@ def run_point(cmp: Comparison, n: int, rounds: int, log: Callable[[str], None],
 
 
 def build_comparisons(args: argparse.Namespace, procs: Processes, certs: Certs, tmp: Path,
-                      chosen: list[str]) -> list[Comparison]:
-    """Start our daemon and the baselines the chosen comparisons need; say how to measure each."""
+                      chosen: list[str]) -> tuple[list[Comparison], Server, Server | None]:
+    """Start our daemon and the baselines the chosen comparisons need; say how to measure each.
+
+    Returns the throughput comparisons, our legacy door and the real noded (when one is needed).
+    """
     ours_legacy, ours_grpc = servers.start_ours(procs, certs, grpc="grpc" in chosen, extra=args.ours_opts)
-    comparisons: list[Comparison] = []
-    if "legacy-new" in chosen:
+    real: Server | None = None
+    if "legacy-new" in chosen or "instances" in chosen:
         real = servers.start_real(procs, certs, tmp, args.anchors)
+    comparisons: list[Comparison] = []
+    if "legacy-new" in chosen and real is not None:
         bn = BenchNoded(args.anchors / "bench_noded.py", client=args.legacy_client)
         counter = iter(range(1_000_000))
         for server in (ours_legacy, real):  # warm-up: bytecode, caches, first forks
@@ -161,7 +179,7 @@ def build_comparisons(args: argparse.Namespace, procs: Processes, certs: Certs, 
         comparisons.append(Comparison(
             "grpc", "echo (grpc.aio)", 0.7, args.grpc_calls,
             lambda s, n, spy: lg_grpc.run(procs, s, certs, n, args.duration, spy), ours_grpc, echo_grpc))
-    return comparisons
+    return comparisons, ours_legacy, real
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen: list[str] = args.only or list(SCENARIOS)
     if "legacy-new" in chosen and not (args.anchors / "bench_noded.py").exists():
         print(f"run_bench: {args.anchors / 'bench_noded.py'} not found; pass --anchors DIR", file=sys.stderr)
+        return 2
+    if args.instances_repeat < 1 or args.kvm_shutdown_timeout < 0:
+        print("run_bench: --instances-repeat must be at least 1 and --kvm-shutdown-timeout not negative",
+              file=sys.stderr)
         return 2
     if args.profile is not None:
         if profiling.py_spy() is None:
@@ -181,17 +203,24 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="ganeti-bench-"))
     points: list[Point] = []
+    inst_result: InstancesResult | None = None
     processes: dict[str, dict[str, int]] = {}
     failure: str | None = None
     started = time.time()
     try:
         with Processes(tmp) as procs:  # every process started is stopped by PID on the way out
-            for cmp in build_comparisons(args, procs, servers.make_certs(tmp), tmp, chosen):
+            certs = servers.make_certs(tmp)
+            comparisons, ours_legacy, real = build_comparisons(args, procs, certs, tmp, chosen)
+            for cmp in comparisons:
                 log(f"{cmp.scenario}: ours (pid {cmp.ours.pid}, {cmp.ours.processes} process(es)) vs "
                     f"{cmp.baseline} (pid {cmp.base.pid}, {cmp.base.processes} process(es))")
                 processes[cmp.scenario] = {"ours": cmp.ours.processes, "baseline": cmp.base.processes}
                 for n in cmp.points:
                     points.append(run_point(cmp, n, args.rounds, log, args.profile))
+            if "instances" in chosen and real is not None:
+                log(f"instances: ours (pid {ours_legacy.pid}) vs real noded (pid {real.pid})")
+                inst_result = InstanceBench(make_node(ours_legacy, certs), make_node(real, certs),
+                                            args.instances_repeat, args.kvm_shutdown_timeout, log).run()
     except Exception as err:  # report what was measured, then fail
         failure = str(err)
         log(f"run_bench: {err}")
@@ -207,18 +236,27 @@ def main(argv: list[str] | None = None) -> int:
                 "client_procs": args.client_procs, "legacy_client": args.legacy_client,
                 "grpc_echo_uvloop": args.grpc_echo_uvloop, "scenarios": chosen,
                 "ours_options": args.ours_opts, "server_processes": processes,
-                "profiled": args.profile is not None}
+                "profiled": args.profile is not None, "instances_repeat": args.instances_repeat,
+                "kvm_shutdown_timeout_s": args.kvm_shutdown_timeout}
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
-    print(markdown(points, settings, machine))
+    if any(s in chosen for s in THROUGHPUT):
+        print(markdown(points, settings, machine))
+    if inst_result is not None:
+        print(("\n" if any(s in chosen for s in THROUGHPUT) else "")
+              + instances_report.markdown(inst_result, str(machine["started"])))
     if args.profile is not None:
         print_profiles(args.profile, chosen)
-    if points or failure:
+    if points or inst_result is not None or failure:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         out = args.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
-        out.write_text(json.dumps(to_json(points, settings, machine, failure), indent=2) + "\n")
+        data = to_json(points, settings, machine, failure)
+        if inst_result is not None:
+            data["instances"] = {"notes": inst_result.notes, "rows": [r.summary() for r in inst_result.rows]}
+        out.write_text(json.dumps(data, indent=2) + "\n")
         log(f"run_bench: results written to {out}")
     errors = sum(p.ours.errors + p.base.errors for p in points)
+    errors += inst_result.errors if inst_result is not None else 0
     if errors:
         log(f"run_bench: {errors} calls failed")
     return 1 if failure is not None or errors else 0

@@ -50,6 +50,7 @@ class Server:
     address: str
     port: int  # the port the benchmark talks to
     processes: int = 1  # processes serving this port (our legacy workers, echo workers)
+    root: Path | None = None  # the node daemon's GANETI_ROOTDIR (None for the echo servers)
 
 
 def _support() -> ModuleType:
@@ -96,8 +97,8 @@ def start_ours(procs: Processes, certs: Certs, grpc: bool,
     proc = procs.start("ours", argv, env=_node_env(certs.root))
     wait_listening("ours", proc, address, [port, grpc_port] if grpc else [port], procs)
     workers = _settled_workers(proc.pid)
-    return (Server("ours", proc.pid, address, port, processes=workers or 1),
-            Server("ours", proc.pid, address, grpc_port))
+    return (Server("ours", proc.pid, address, port, processes=workers or 1, root=certs.root),
+            Server("ours", proc.pid, address, grpc_port, root=certs.root))
 
 
 def _settled_workers(pid: int, timeout: float = 10.0) -> int:
@@ -141,7 +142,7 @@ def start_real(procs: Processes, certs: Certs, base: Path, anchors: Path) -> Ser
     proc = procs.start("real", ["/usr/bin/python3", REAL_NODED, "-f", "-b", address, "-p", str(port)],
                        env=env)
     wait_listening("real", proc, address, [port], procs)
-    return Server("real", proc.pid, address, port)
+    return Server("real", proc.pid, address, port, root=root)
 
 
 def start_echo(procs: Processes, certs: Certs, kind: str, extra: list[str] | None = None,
