@@ -33,6 +33,7 @@ test process dies, the namespace holder sees its stdin close and stops them.
 from __future__ import annotations
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -157,6 +158,28 @@ reap TERM
 if [ -n "$found" ]; then sleep 2; reap KILL; fi
 exit 0
 """
+
+
+#: Our node daemon's -d log lines for a legacy call's body and its answer.
+_REQUEST_LINE = re.compile(r"Handling request (\S+): body=(.*)$")
+_ANSWER_LINE = re.compile(r"Answer to (\S+): (.*)$")
+
+
+@dataclass(frozen=True)
+class NodeCall:
+    """One call our node daemon logged: procedure, request body and answer (both JSON text)."""
+
+    procedure: str
+    body: str
+    answer: str
+
+    @property
+    def failed(self) -> bool:
+        return self.answer.startswith("[false")
+
+    def describe(self, width: int = 1500) -> str:
+        body = self.body if len(self.body) <= width else self.body[:width] + " [...]"
+        return f"{self.procedure}\n  request: {body}\n  answer:  {self.answer}"
 
 
 @dataclass
@@ -291,13 +314,14 @@ class RealMaster:
     def gnt(self, tool: str, *args: str, timeout: float = 90.0) -> Step:
         return self.run(f"/usr/sbin/{tool}", *args, timeout=timeout)
 
-    def init_cluster(self) -> Step:
+    def init_cluster(self, *extra_args: str) -> Step:
+        """`gnt-cluster init` (fake hypervisor, file and diskless templates); `extra_args` before the name."""
         n = self.names
         return self.run(
             SYSTEM_PYTHON, str(self.base / "gnt-cluster-loopback"), "init",
             "--enabled-hypervisors=fake", "--enabled-disk-templates=file,diskless",
             f"--file-storage-dir={self.file_storage_dir}", "--master-netdev=lo",
-            f"--nic-parameters=link={n.bridge}", "--no-etc-hosts", "--no-ssh-init", n.cluster,
+            f"--nic-parameters=link={n.bridge}", "--no-etc-hosts", "--no-ssh-init", *extra_args, n.cluster,
             timeout=90)
 
     def lo_addresses(self) -> str:
@@ -390,6 +414,31 @@ class RealMaster:
             return f"(no {name})"
         kept = [line[:width] for line in text if "[_cygrpc]" not in line]
         return "\n".join(kept[-lines:])
+
+    def node_calls(self) -> list[NodeCall]:
+        """Every legacy call our node daemon (run with -d) logged, in order, with its answer.
+
+        Our daemon logs "Handling request <procedure>: body=<JSON>" and
+        "Answer to <procedure>: <JSON>" for every legacy call when started
+        with -d (the harness's default arguments); Ganeti's own logs neither
+        the same way, so for it this is empty.
+        """
+        try:
+            lines = (self.log_dir / "node-daemon.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        bodies: dict[str, str] = {}
+        calls: list[NodeCall] = []
+        for line in lines:
+            if (m := _REQUEST_LINE.search(line)) is not None:
+                bodies[m.group(1)] = m.group(2)
+            elif (m := _ANSWER_LINE.search(line)) is not None:
+                calls.append(NodeCall(m.group(1), bodies.get(m.group(1), "?"), m.group(2)))
+        return calls
+
+    def node_call_failures(self) -> list[NodeCall]:
+        """The calls our node daemon answered with a failure, in order (see node_calls)."""
+        return [c for c in self.node_calls() if c.failed]
 
     def diagnosis(self) -> str:
         parts = []
