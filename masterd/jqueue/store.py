@@ -39,6 +39,7 @@ Interface::
     store.create_job(inputs, received=None) -> Job      allocate + Job.new + write
     store.create_jobs([inputs, ...]) -> [Job | InvalidJobError | JobWriteError]
     store.write_job(job, replicate=True)        rewrite after a state change
+    store.write_job_data(id, bytes, replicate=True)   the same, already serialized
     store.load_job(id) -> Job | None            live job; CorruptJobError
     store.load_archived_job(id) -> Job | None
     store.job_status(id) -> str | None          live, else archived (dependencies)
@@ -388,6 +389,17 @@ class JobQueueStore:
         """Write the job file durably, then (unless `replicate` is false) replicate it."""
         path = self.job_path(job.id)
         data = job.to_json()
+        write_durably(path, data, FILE_MODE)
+        if replicate:
+            self._call_replicate(path, data)
+
+    def write_job_data(self, job_id: int, data: bytes, replicate: bool = True) -> None:
+        """Like `write_job` with the job already serialized (``Job.to_json()``).
+
+        Lets an asyncio caller serialize on its loop thread (a consistent
+        snapshot) and do only the durable write in a worker thread.
+        """
+        path = self.job_path(job_id)
         write_durably(path, data, FILE_MODE)
         if replicate:
             self._call_replicate(path, data)

@@ -1,0 +1,244 @@
+"""ganeti-masterd: the master daemon's command line and process life cycle (DESIGN.md contract 3).
+
+    ganeti-masterd [-f] [-d] [--no-voting [--yes-do-it]] [--max-running N] [--shutdown-grace S]
+
+* The node must be the master: ssconf_master_node must name this host
+  (GANETI_HOSTNAME in a virtual cluster), else exit 11 (Ganeti's
+  EXIT_NOTMASTER) with the reason. The voting itself (asking the other
+  nodes, half plus one) comes with the cluster configuration (issue 5): for
+  now the daemon says in its log that it relied on ssconf alone.
+* ``--no-voting`` asks for confirmation as Ganeti's masterd does (type
+  uppercase YES on the terminal, read from standard input); ``--yes-do-it``
+  answers it for scripts.
+* Without -f it detaches; the starting process exits 0 once the LUXI socket
+  listens, or 1 with the reason (noded.daemon.detached). Pid file
+  $RUN_DIR/ganeti-masterd.pid (locked while running: a second master on the
+  same node refuses to start; so does one whose queue/lock is held), log
+  $LOG_DIR/master-daemon.log (-d: debug level; with -f also on stderr).
+* LUXI on $RUN_DIR/socket/ganeti-query, alias ganeti-master, mode 0660.
+* At start: the job queue's restart rule (jobs that were running or waiting
+  end in error), then queued jobs run.
+* SIGTERM / SIGINT: stop accepting connections (requests in flight get 2 s to
+  be answered), start no new job, give running jobs `--shutdown-grace`
+  seconds (default 10) to finish; those still running are left as they are
+  on disk and end in error at the next start (the restart rule). Then the
+  pid file is removed and the process exits 0. SIGHUP: nothing to do (the
+  log file handler reopens a rotated file by itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from masterd import ssconf
+from masterd.engine import DEFAULT_MAX_RUNNING, JobEngine
+from masterd.jqueue.store import JobQueueError, JobQueueStore
+from masterd.luxi.server import LuxiServer, LuxiServerError
+from masterd.luxi_handler import LuxiHandler
+from masterd.rpc import NodeRpcClient
+from noded.daemon import PidFile, StartupError, detached, run_event_loop
+from noded.paths import Paths, RootError
+
+log = logging.getLogger("masterd")
+
+EXIT_FAILURE = 1
+EXIT_NOTMASTER = 11
+PID_FILE_NAME = "ganeti-masterd.pid"
+LOG_FILE_NAME = "master-daemon.log"
+LOG_FORMAT = "%(asctime)s: ganeti-masterd pid=%(process)d %(levelname)s %(message)s"
+CONNECTION_GRACE = 2.0
+
+
+class MasterStartupError(Exception):
+    """The master daemon cannot start; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Settings:
+    paths: Paths
+    foreground: bool
+    debug: bool
+    no_voting: bool
+    yes_do_it: bool
+    max_running: int
+    shutdown_grace: float
+
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.paths.run_dir, PID_FILE_NAME)
+
+    @property
+    def log_file(self) -> str:
+        return os.path.join(self.paths.log_dir, LOG_FILE_NAME)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganeti-masterd", description="Ganeti master daemon")
+    parser.add_argument("-f", "--foreground", action="store_true", help="don't detach from the terminal")
+    parser.add_argument("-d", "--debug", action="store_true", help="log at debug level")
+    parser.add_argument("--no-voting", action="store_true",
+                        help="don't ask the other nodes whether this node is the master (dangerous;"
+                             " asks for confirmation)")
+    parser.add_argument("--yes-do-it", action="store_true",
+                        help="answer --no-voting's confirmation question with yes (for scripts)")
+    parser.add_argument("--max-running", type=int, default=DEFAULT_MAX_RUNNING,
+                        help=f"jobs run at once (default {DEFAULT_MAX_RUNNING})")
+    parser.add_argument("--shutdown-grace", type=float, default=10.0,
+                        help="seconds running jobs get to finish at SIGTERM (default 10)")
+    return parser
+
+
+def settings_from_args(argv: list[str]) -> Settings:
+    args = build_parser().parse_args(argv)
+    try:
+        paths = Paths.from_environ()
+    except RootError as err:
+        raise MasterStartupError(str(err)) from err
+    if args.max_running < 1:
+        raise MasterStartupError("--max-running must be at least 1")
+    if args.shutdown_grace < 0:
+        raise MasterStartupError("--shutdown-grace must not be negative")
+    return Settings(paths=paths, foreground=args.foreground, debug=args.debug, no_voting=args.no_voting,
+                    yes_do_it=args.yes_do_it, max_running=args.max_running,
+                    shutdown_grace=args.shutdown_grace)
+
+
+def check_master(paths: Paths) -> str:
+    """The master's name from ssconf when it is this node; MasterStartupError otherwise."""
+    master = ssconf.master_node(paths)
+    if master is None:
+        raise MasterStartupError(
+            f"{paths.ssconf_file('master_node')} is missing or empty: this node is not part of a"
+            " cluster (or its ssconf files were not written)", EXIT_NOTMASTER)
+    if master != paths.hostname:
+        raise MasterStartupError(
+            f"this node ({paths.hostname}) is not the master node: ssconf_master_node names {master};"
+            f" start ganeti-masterd on {master}", EXIT_NOTMASTER)
+    return master
+
+
+def confirm_no_voting(ask: Callable[[], str] | None = None) -> bool:
+    """Ganeti's question for --no-voting; True when the answer is uppercase YES."""
+    sys.stdout.write("The 'no voting' option has been selected.\n"
+                     "This is dangerous, please confirm by typing uppercase 'yes': ")
+    sys.stdout.flush()
+    answer = ask() if ask is not None else sys.stdin.readline()
+    return answer.strip() == "YES"
+
+
+def setup_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
+    fmt = logging.Formatter(LOG_FORMAT)
+    os.makedirs(os.path.dirname(settings.log_file), exist_ok=True)
+    handler = logging.handlers.WatchedFileHandler(settings.log_file, encoding="utf-8")
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+    if settings.foreground:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setLevel(logging.DEBUG if settings.debug else logging.CRITICAL)
+        stderr.setFormatter(fmt)
+        root.addHandler(stderr)
+
+
+async def serve(settings: Settings, ready: Callable[..., None], early_signal: list[int]) -> None:
+    paths = settings.paths
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP received; nothing to reload"))
+    try:
+        store = await asyncio.to_thread(JobQueueStore, paths)
+    except (JobQueueError, OSError) as err:
+        raise MasterStartupError(f"cannot open the job queue in {paths.queue_dir}: {err}") from err
+    rpc = NodeRpcClient(paths)
+    engine = JobEngine(store, paths, rpc, max_running=settings.max_running)
+    server: LuxiServer | None = None
+    try:
+        await engine.start()
+        os.makedirs(paths.socket_dir, exist_ok=True)
+        server = LuxiServer.for_paths(LuxiHandler(engine, paths), paths)
+        try:
+            await server.start()
+        except (LuxiServerError, OSError) as err:
+            raise MasterStartupError(f"cannot listen on {server.socket_path}: {err}") from err
+        log.info("ganeti-masterd ready: LUXI on %s", ", ".join(server.paths))
+        ready()
+        if early_signal:
+            stop.set()
+        await stop.wait()
+        log.info("stopping: no new connections, no new jobs")
+    finally:
+        if server is not None:
+            await server.stop(grace=CONNECTION_GRACE)
+        await engine.shutdown(settings.shutdown_grace)
+        await rpc.close()
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = settings_from_args(argv)
+        check_master(settings.paths)
+    except MasterStartupError as err:
+        sys.stderr.write(f"ganeti-masterd: {err}\n")
+        return err.code
+    if settings.no_voting and not settings.yes_do_it and not confirm_no_voting():
+        sys.stderr.write("Aborting.\n")
+        return EXIT_FAILURE
+    with detached(settings.foreground) as ready:
+        early_signal: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda s, _f: early_signal.append(s))
+        pidfile = PidFile(settings.pid_file)
+        try:
+            setup_logging(settings)
+            if settings.no_voting:
+                log.warning("started with --no-voting: not asking the other nodes whether this node is"
+                            " the master")
+            else:
+                log.warning("master voting is not implemented yet (it needs the cluster configuration);"
+                            " relying on ssconf_master_node, which names this node (%s)",
+                            settings.paths.hostname)
+            try:
+                pidfile.acquire()
+            except StartupError as err:
+                raise MasterStartupError(f"another ganeti-masterd is running on this node:"
+                                         f" {settings.pid_file} is locked") from err
+            run_event_loop(serve(settings, ready, early_signal))
+        except (MasterStartupError, OSError) as err:
+            log.error("cannot start: %s", err)
+            ready(str(err))
+            if settings.foreground:
+                sys.stderr.write(f"ganeti-masterd: {err}\n")
+            return err.code if isinstance(err, MasterStartupError) else EXIT_FAILURE
+        except Exception as err:
+            log.exception("ganeti-masterd failed")
+            ready(f"internal error: {type(err).__name__}: {err} (see {settings.log_file})")
+            raise
+        finally:
+            pidfile.release()
+    log.info("ganeti-masterd stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""Opcode implementations run by the job engine (see masterd.ops.base for the interface).
+
+`REGISTRY` maps an OP_ID to its `Operation` subclass. Opcodes that are valid
+(masterd.opcodes knows all 75 of Ganeti 3.0) but not implemented here fail
+when they run with ``OpExecError("Opcode OP_X is not implemented by this
+master yet")``; they are accepted at submission, as Ganeti accepts any valid
+opcode.
+"""
+
+from __future__ import annotations
+
+from masterd.ops.base import OpContext, Operation
+from masterd.ops.cluster import ClusterQuery
+from masterd.ops.tags import TagsDel, TagsGet, TagsSet
+from masterd.ops.test_delay import TestDelay
+
+REGISTRY: dict[str, type[Operation]] = {
+    cls.op_id: cls for cls in (TestDelay, ClusterQuery, TagsGet, TagsSet, TagsDel)
+}
+
+__all__ = ["REGISTRY", "OpContext", "Operation"]
