@@ -10,7 +10,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := ganeti ganeti-os-noop iproute2 curl qemu-system-x86 qemu-utils socat
 
-.PHONY: check demo setup apt venv proto proto-check docs docs-check lint typecheck test bench clean
+.PHONY: check demo setup apt venv proto proto-check docs docs-check lint typecheck test bench bench-real clean
 
 check: setup proto-check docs-check lint typecheck test
 
@@ -64,6 +64,12 @@ test: venv
 
 bench: setup
 	$(PY) tools/bench/run_bench.py
+
+# The master's job benchmark beside a REAL Ganeti 3.0 master measured in the same run. Changes the
+# machine (the real-cluster anchor's up.sh: /etc/hosts entries, a bridge, sshd, a UTS namespace; down.sh
+# afterwards, down.sh --purge undoes the rest): on request only, never in CI. Needs root.
+bench-real: setup
+	$(PY) tools/bench/run_bench.py --only jobs --jobs-real
 
 demo: setup
 	$(PY) tools/demo_nodes.py

@@ -1,6 +1,7 @@
 """ganeti-masterd: the master daemon's command line and process life cycle (DESIGN.md contract 3).
 
     ganeti-masterd [-f] [-d] [--no-voting [--yes-do-it]] [--max-running N] [--shutdown-grace S]
+                   [--grpc-port PORT] [--grpc-bind ADDRESS]
 
 * The node must be the master: ssconf_master_node must name this host
   (GANETI_HOSTNAME in a virtual cluster), else exit 11 (Ganeti's
@@ -16,14 +17,24 @@
   same node refuses to start; so does one whose queue/lock is held), log
   $LOG_DIR/master-daemon.log (-d: debug level; with -f also on stderr).
 * LUXI on $RUN_DIR/socket/ganeti-query, alias ganeti-master, mode 0660.
+* gRPC (ganeti.master.v1, mutual TLS under the cluster certificate; see
+  masterd.grpc_server) on the master's primary address (ssconf, or
+  ``--grpc-bind``), TCP ``--grpc-port`` (default 1813; 0 disables it). A
+  node without the cluster certificate ($DATA_DIR/server.pem, written by
+  cluster init) serves LUXI only and says so in its log; with it, a door
+  that cannot open (unknown address, port in use) stops the start.
 * At start: the job queue's restart rule (jobs that were running or waiting
   end in error), then queued jobs run.
+* Every job queue change is replicated to the other master candidates
+  (masterd.replication: ssconf_master_candidates, in the background; a
+  failing candidate is logged and never fails a job).
 * SIGTERM / SIGINT: stop accepting connections (requests in flight get 2 s to
   be answered), start no new job, give running jobs `--shutdown-grace`
   seconds (default 10) to finish; those still running are left as they are
-  on disk and end in error at the next start (the restart rule). Then the
-  pid file is removed and the process exits 0. SIGHUP: nothing to do (the
-  log file handler reopens a rotated file by itself).
+  on disk and end in error at the next start (the restart rule). The
+  replication gets 5 s to send the last changes. Then the pid file is
+  removed and the process exits 0. SIGHUP: nothing to do (the log file
+  handler reopens a rotated file by itself).
 """
 
 from __future__ import annotations
@@ -41,9 +52,19 @@ from dataclasses import dataclass
 
 from masterd import ssconf
 from masterd.engine import DEFAULT_MAX_RUNNING, JobEngine
+from masterd.grpc_api import MasterApi
+from masterd.grpc_server import (
+    DEFAULT_GRPC_PORT,
+    GrpcDoor,
+    GrpcDoorError,
+    MasterClientPolicy,
+    bind_address,
+    start_grpc_door,
+)
 from masterd.jqueue.store import JobQueueError, JobQueueStore
 from masterd.luxi.server import LuxiServer, LuxiServerError
 from masterd.luxi_handler import LuxiHandler
+from masterd.replication import QueueReplicator
 from masterd.rpc import NodeRpcClient
 from noded.daemon import PidFile, StartupError, detached, run_event_loop
 from noded.paths import Paths, RootError
@@ -56,6 +77,8 @@ PID_FILE_NAME = "ganeti-masterd.pid"
 LOG_FILE_NAME = "master-daemon.log"
 LOG_FORMAT = "%(asctime)s: ganeti-masterd pid=%(process)d %(levelname)s %(message)s"
 CONNECTION_GRACE = 2.0
+#: Seconds the last job queue changes get to reach the master candidates at shutdown.
+REPLICATION_GRACE = 5.0
 
 
 class MasterStartupError(Exception):
@@ -75,6 +98,8 @@ class Settings:
     yes_do_it: bool
     max_running: int
     shutdown_grace: float
+    grpc_port: int = DEFAULT_GRPC_PORT
+    grpc_bind: str | None = None
 
     @property
     def pid_file(self) -> str:
@@ -98,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"jobs run at once (default {DEFAULT_MAX_RUNNING})")
     parser.add_argument("--shutdown-grace", type=float, default=10.0,
                         help="seconds running jobs get to finish at SIGTERM (default 10)")
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT,
+                        help=f"TCP port of the gRPC master API (default {DEFAULT_GRPC_PORT}; 0 disables it)")
+    parser.add_argument("--grpc-bind", metavar="ADDRESS", default=None,
+                        help="address of the gRPC master API (default: the master's primary IP from"
+                             " ssconf_node_primary_ips)")
     return parser
 
 
@@ -111,9 +141,11 @@ def settings_from_args(argv: list[str]) -> Settings:
         raise MasterStartupError("--max-running must be at least 1")
     if args.shutdown_grace < 0:
         raise MasterStartupError("--shutdown-grace must not be negative")
+    if not 0 <= args.grpc_port <= 65535:
+        raise MasterStartupError("--grpc-port must be a TCP port (1-65535), or 0 to disable the gRPC door")
     return Settings(paths=paths, foreground=args.foreground, debug=args.debug, no_voting=args.no_voting,
                     yes_do_it=args.yes_do_it, max_running=args.max_running,
-                    shutdown_grace=args.shutdown_grace)
+                    shutdown_grace=args.shutdown_grace, grpc_port=args.grpc_port, grpc_bind=args.grpc_bind)
 
 
 def check_master(paths: Paths) -> str:
@@ -156,6 +188,24 @@ def setup_logging(settings: Settings) -> None:
         root.addHandler(stderr)
 
 
+async def open_grpc_door(settings: Settings, handler: LuxiHandler, engine: JobEngine) -> GrpcDoor | None:
+    """The gRPC door as the settings ask (None when disabled or the node has no cluster certificate)."""
+    paths = settings.paths
+    if not settings.grpc_port:
+        log.info("gRPC door disabled (--grpc-port 0)")
+        return None
+    if not os.path.exists(paths.server_cert):
+        log.warning("no cluster certificate %s: the gRPC door (mutual TLS) stays closed; LUXI only",
+                    paths.server_cert)
+        return None
+    try:
+        address = bind_address(paths, settings.grpc_bind)
+        api = MasterApi(handler, engine, MasterClientPolicy(paths))
+        return await start_grpc_door(api, paths, address, settings.grpc_port)
+    except GrpcDoorError as err:
+        raise MasterStartupError(str(err)) from err
+
+
 async def serve(settings: Settings, ready: Callable[..., None], early_signal: list[int]) -> None:
     paths = settings.paths
     loop = asyncio.get_running_loop()
@@ -163,31 +213,44 @@ async def serve(settings: Settings, ready: Callable[..., None], early_signal: li
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP received; nothing to reload"))
-    try:
-        store = await asyncio.to_thread(JobQueueStore, paths)
-    except (JobQueueError, OSError) as err:
-        raise MasterStartupError(f"cannot open the job queue in {paths.queue_dir}: {err}") from err
     rpc = NodeRpcClient(paths)
+    replicator = QueueReplicator(paths, rpc)
+    try:
+        store = await asyncio.to_thread(JobQueueStore, paths, replicator.replicate,
+                                        replicator.rename_replicas, replicator.set_drain_flag)
+    except (JobQueueError, OSError) as err:
+        await rpc.close()
+        raise MasterStartupError(f"cannot open the job queue in {paths.queue_dir}: {err}") from err
+    candidates = replicator.candidates()
+    log.info("job queue replicated to %s", ", ".join(candidates) if candidates
+             else "no other node (ssconf_master_candidates names no other master candidate)")
     engine = JobEngine(store, paths, rpc, max_running=settings.max_running)
     server: LuxiServer | None = None
+    door: GrpcDoor | None = None
     try:
         await engine.start()
         os.makedirs(paths.socket_dir, exist_ok=True)
-        server = LuxiServer.for_paths(LuxiHandler(engine, paths), paths)
+        handler = LuxiHandler(engine, paths)
+        server = LuxiServer.for_paths(handler, paths)
         try:
             await server.start()
         except (LuxiServerError, OSError) as err:
             raise MasterStartupError(f"cannot listen on {server.socket_path}: {err}") from err
-        log.info("ganeti-masterd ready: LUXI on %s", ", ".join(server.paths))
+        door = await open_grpc_door(settings, handler, engine)
+        log.info("ganeti-masterd ready: LUXI on %s; gRPC %s", ", ".join(server.paths),
+                 f"on {door.target}" if door is not None else "closed")
         ready()
         if early_signal:
             stop.set()
         await stop.wait()
         log.info("stopping: no new connections, no new jobs")
     finally:
+        if door is not None:
+            await door.stop(grace=CONNECTION_GRACE)
         if server is not None:
             await server.stop(grace=CONNECTION_GRACE)
         await engine.shutdown(settings.shutdown_grace)
+        await replicator.close(REPLICATION_GRACE)
         await rpc.close()
         store.close()
 

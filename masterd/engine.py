@@ -10,8 +10,11 @@ Durability: every state change of a job is written through the store
 it: submissions are answered after their files are on disk, queries and
 WaitForJobChange read the *published* copy of each job (the dict of its last
 durable write), and a change wakes the waiters only after its write. The
-writes run in a thread pool, so the loop keeps serving meanwhile; the writes
-of one job are ordered by a per-job lock and always write its latest state.
+writes go through a group commit (masterd.groupcommit: the state changes of
+many jobs asked for while the previous batch was being written share one
+directory fsync and one hop to a worker thread), so the loop keeps serving
+meanwhile; the writes of one job are ordered by a per-job lock and always
+write its latest state.
 
 States (masterd.jqueue.model): queued -> (waiting) -> running -> success /
 error / canceled. A job is `waiting` while it waits for a dependency or a lock;
@@ -22,6 +25,11 @@ Scheduling: the queued jobs are started by priority (lower number first),
 then id; a job is not started while a job it depends on is still unfinished
 in the queue (luxid's rule). Dependencies are then checked per opcode with
 `model.check_dependency` (a job found neither live nor archived is an error).
+An opcode's locks are released as soon as it has run, before its result is
+written (as in Ganeti); a job that has run its last opcode gives its
+``max_running`` slot to the next queued job while its end is being written,
+so one job's end and the next one's start share a group commit (`wait_idle`
+still waits for those writes).
 
 Cancel (job-queue.md §8, adapted to in-process jobs):
   * queued, not started: canceled at once -> ``[true, "Dequeued job N"]``;
@@ -75,6 +83,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from masterd.groupcommit import GroupCommitter
 from masterd.jqueue.model import (
     FINALIZED_STATUSES,
     STATUS_CANCELED,
@@ -170,9 +179,11 @@ class JobEngine:
         self.max_running = max_running
         self.locks = LockManager()
         self._pool = ThreadPoolExecutor(max_workers=write_threads, thread_name_prefix="jobwrite")
+        self._committer = GroupCommitter(store, self._pool)
         self._entries: dict[int, _Entry] = {}
         self._queued: set[int] = set()
         self._running: set[int] = set()
+        self._finishing: set[int] = set()  # done running, their last state change on its way to disk
         self._stopping = False
         self._hard_stop = False
         self._idle = asyncio.Event()
@@ -208,7 +219,7 @@ class JobEngine:
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
 
     async def wait_idle(self) -> None:
-        while self._queued or self._running:
+        while self._queued or self._running or self._finishing:
             self._idle.clear()
             await self._idle.wait()
 
@@ -220,7 +231,7 @@ class JobEngine:
         """Write the job's current state durably, publish it, wake its watchers."""
         async with entry.write_lock:
             data = entry.job.to_json()
-            await self._in_thread(self.store.write_job_data, entry.job.id, data)
+            await self._committer.write(entry.job.id, data)
             entry.published = json.loads(data)
         entry.notify()
 
@@ -310,7 +321,7 @@ class JobEngine:
             self._running.add(chosen)
             entry = self._entries[chosen]
             entry.task = asyncio.create_task(self._run_job(entry), name=f"job-{chosen}")
-        if not self._queued and not self._running:
+        if not self._queued and not self._running and not self._finishing:
             self._idle.set()
 
     async def _run_job(self, entry: _Entry) -> None:
@@ -327,6 +338,17 @@ class JobEngine:
             self.locks.release(job_id)
             entry.task = None
             self._running.discard(job_id)
+            self._finishing.discard(job_id)
+            self._schedule()
+
+    def _free_slot(self, job_id: int) -> None:
+        """The job has run: the next queued job may start while its end is being written.
+
+        So the end of one job and the start of the next go to disk in the same group commit.
+        """
+        if job_id in self._running:
+            self._running.discard(job_id)
+            self._finishing.add(job_id)
             self._schedule()
 
     # -- execution -----------------------------------------------------------------------------
@@ -340,6 +362,8 @@ class JobEngine:
 
     async def _finish(self, entry: _Entry, index: int, how: str, result: Any = None) -> NoReturn:
         """End the job at opcode `index`: canceled or error; raises _Stop."""
+        self.locks.release(entry.job.id)  # the job ends: its locks go before the end is written
+        self._free_slot(entry.job.id)
         if how == STATUS_CANCELED:
             entry.job.mark_canceled(index)
         else:
@@ -464,7 +488,12 @@ class JobEngine:
                 await self._finish(entry, index, "error", op_exec_error(str(err) or type(err).__name__))
             finally:
                 entry.op_task = None
+            # As in Ganeti, the opcode's locks go as soon as it has run, before its result is written:
+            # the next job's start is written in the same group commit as this job's end.
+            self.locks.release(job.id)
             job.mark_success(index, result)
+            if job.next_opcode_index() is None:
+                self._free_slot(job.id)
             await self._persist(entry)
         finally:
             self.locks.release(job.id)
@@ -584,5 +613,6 @@ class JobEngine:
 
     # -- introspection -----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        return {"live": len(self._entries), "queued": len(self._queued), "running": len(self._running),
+        return {"live": len(self._entries), "queued": len(self._queued),
+                "running": len(self._running) + len(self._finishing),
                 "canceling": sum(1 for e in self._entries.values() if e.job.status == STATUS_CANCELING)}

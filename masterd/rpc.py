@@ -8,12 +8,20 @@ The certificate's name is Ganeti's fixed cluster CN, so the TLS name check
 uses it whatever address a node has.
 
 Node addresses come from ssconf_node_primary_ips, else name resolution of
-the node name. One channel per address, reused.
+the node name. Ports: `port` (1812 by default) for every node, except the
+nodes listed in $DATA_DIR/node-grpc-ports (masterd.ssconf.node_grpc_ports,
+our extension for several node daemons on one machine), read on every call.
+One channel per address and port, reused.
 
-Interface::
+Interface (every multi-node call runs on the nodes in parallel and answers
+{name: None | "error text"}; it never raises for a node's failure)::
 
-    client = NodeRpcClient(paths, port=1812, addresses=None)   # addresses: {name: ip} override
-    await client.test_delay(["node1", "node2"], 0.5) -> {name: None | "error text"}  (in parallel)
+    client = NodeRpcClient(paths, port=1812, addresses=None, ports=None)
+        # addresses: {name: ip} override of ssconf; ports: {name: port} override of node-grpc-ports
+    await client.test_delay(["node1", "node2"], 0.5)
+    await client.jobqueue_update(nodes, file_name, (encoding, data))   # CompressedData [enc, data]
+    await client.jobqueue_rename(nodes, [(old, new), ...])
+    await client.jobqueue_set_drain_flag(nodes, flag)
     await client.close()
 """
 
@@ -22,12 +30,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 import grpc.aio
 
-from generated.ganeti.node.v1 import cluster_pb2, cluster_pb2_grpc
+from generated.ganeti.node.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    jobqueue_pb2,
+    jobqueue_pb2_grpc,
+    objects_pb2,
+)
 from masterd import ssconf
 from noded import certs
 from noded.context import DEFAULT_GRPC_PORT
@@ -38,6 +52,8 @@ log = logging.getLogger("masterd.rpc")
 
 #: Seconds added to an RPC's own duration before the client gives up on it.
 RPC_MARGIN = 30.0
+#: Seconds a job queue replication call may take (Ganeti's RPC_TMO_URGENT).
+JOBQUEUE_TIMEOUT = 60.0
 
 
 class NodeRpcError(Exception):
@@ -46,10 +62,11 @@ class NodeRpcError(Exception):
 
 class NodeRpcClient:
     def __init__(self, paths: Paths, port: int = DEFAULT_GRPC_PORT,
-                 addresses: Mapping[str, str] | None = None) -> None:
+                 addresses: Mapping[str, str] | None = None, ports: Mapping[str, int] | None = None) -> None:
         self.paths = paths
         self.port = port
         self._addresses = dict(addresses) if addresses is not None else None
+        self._ports = dict(ports) if ports is not None else None
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._credentials: grpc.ChannelCredentials | None = None
 
@@ -78,31 +95,78 @@ class NodeRpcClient:
                                f" and not resolvable ({err})") from err
         return str(infos[0][4][0])
 
+    def _port(self, node: str) -> int:
+        ports = self._ports if self._ports is not None else ssconf.node_grpc_ports(self.paths)
+        return ports.get(node, self.port)
+
+    async def target(self, node: str) -> str:
+        """The ``address:port`` of a node's gRPC door (NodeRpcError when it has no address)."""
+        return f"{await self._address(node)}:{self._port(node)}"
+
     async def _channel(self, node: str) -> grpc.aio.Channel:
-        address = await self._address(node)
-        channel = self._channels.get(address)
+        target = await self.target(node)
+        channel = self._channels.get(target)
         if channel is None:
             channel = grpc.aio.secure_channel(
-                f"{address}:{self.port}", self._creds(),
+                target, self._creds(),
                 options=[("grpc.ssl_target_name_override", certs.CLUSTER_CERT_CN)])
-            self._channels[address] = channel
+            self._channels[target] = channel
         return channel
 
-    async def _test_delay_one(self, node: str, duration: float) -> str | None:
+    async def _call_one(self, node: str, call: Callable[[grpc.aio.Channel], Awaitable[object]]) -> str | None:
+        """Run `call` on the node's channel: None on success, else the failure as text."""
         try:
-            stub = cluster_pb2_grpc.ClusterServiceStub(await self._channel(node))
-            await stub.TestDelay(cluster_pb2.TestDelayRequest(duration=duration),
-                                 timeout=duration + RPC_MARGIN)
+            await call(await self._channel(node))
         except NodeRpcError as err:
             return str(err)
         except grpc.aio.AioRpcError as err:
             return f"{err.code().name}: {err.details()}"
         return None
 
+    async def _on_nodes(self, nodes: Sequence[str],
+                        call: Callable[[grpc.aio.Channel], Awaitable[object]]) -> dict[str, str | None]:
+        results = await asyncio.gather(*(self._call_one(n, call) for n in nodes))
+        return dict(zip(nodes, results, strict=True))
+
+    async def jobqueue_update(self, nodes: Sequence[str], file_name: str,
+                              content: tuple[int, str]) -> dict[str, str | None]:
+        """Write one job queue file on the nodes; `content` is Ganeti's ``(encoding, data)``."""
+        request = jobqueue_pb2.JobqueueUpdateRequest(
+            file_name=file_name, content=objects_pb2.CompressedData(encoding=content[0], data=content[1]))
+
+        async def call(channel: grpc.aio.Channel) -> object:
+            stub = jobqueue_pb2_grpc.JobQueueServiceStub(channel)
+            return await stub.JobqueueUpdate(request, timeout=JOBQUEUE_TIMEOUT)
+        return await self._on_nodes(nodes, call)
+
+    async def jobqueue_rename(self, nodes: Sequence[str],
+                              renames: Sequence[tuple[str, str]]) -> dict[str, str | None]:
+        """Rename job queue files on the nodes, in order (archiving)."""
+        request = jobqueue_pb2.JobqueueRenameRequest(
+            rename=[jobqueue_pb2.JobqueueRenamePair(old_path=old, new_path=new) for old, new in renames])
+
+        async def call(channel: grpc.aio.Channel) -> object:
+            stub = jobqueue_pb2_grpc.JobQueueServiceStub(channel)
+            return await stub.JobqueueRename(request, timeout=JOBQUEUE_TIMEOUT)
+        return await self._on_nodes(nodes, call)
+
+    async def jobqueue_set_drain_flag(self, nodes: Sequence[str], flag: bool) -> dict[str, str | None]:
+        """Set or clear the queue drain flag on the nodes."""
+        request = jobqueue_pb2.JobqueueSetDrainFlagRequest(flag=flag)
+
+        async def call(channel: grpc.aio.Channel) -> object:
+            stub = jobqueue_pb2_grpc.JobQueueServiceStub(channel)
+            return await stub.JobqueueSetDrainFlag(request, timeout=JOBQUEUE_TIMEOUT)
+        return await self._on_nodes(nodes, call)
+
     async def test_delay(self, nodes: Sequence[str], duration: float) -> dict[str, str | None]:
         """Sleep `duration` seconds on every node at once; per node None or the failure."""
-        results = await asyncio.gather(*(self._test_delay_one(n, duration) for n in nodes))
-        return dict(zip(nodes, results, strict=True))
+        request = cluster_pb2.TestDelayRequest(duration=duration)
+
+        async def call(channel: grpc.aio.Channel) -> object:
+            stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+            return await stub.TestDelay(request, timeout=duration + RPC_MARGIN)
+        return await self._on_nodes(nodes, call)
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import masterd.jqueue.store as store_module
 from masterd.jqueue import durable
 from masterd.jqueue.model import InvalidJobError, Job, encode_error
 from masterd.jqueue.store import (
@@ -221,6 +220,59 @@ def test_serial_is_durable_before_an_id_is_returned(store: JobQueueStore, paths:
     assert [kind for kind, _ in io_events] == ["fsync", "rename", "fsync"]
     assert io_events[1][1].endswith(" -> " + str(queue(paths, "serial")))
     assert queue(paths, "serial").read_bytes() == b"3\n"
+
+
+def test_group_commit_fsyncs_every_file_before_any_rename_and_the_directory_once(
+        store: JobQueueStore, paths: Paths, io_events: list[tuple[str, str]]) -> None:
+    jobs = [Job.new(i, [delay_op()], received=T0) for i in (1, 2, 3)]
+    assert store.write_jobs_data([(job.id, job.to_json()) for job in jobs]) == [None, None, None]
+    assert [kind for kind, _ in io_events] == ["fsync"] * 3 + ["rename"] * 3 + ["fsync"]
+    assert io_events[-1][1] == paths.queue_dir
+    assert [store.load_job(i) for i in (1, 2, 3)] == jobs
+
+
+def test_a_batch_of_jobs_and_its_serial_share_one_directory_fsync(
+        store: JobQueueStore, paths: Paths, io_events: list[tuple[str, str]]) -> None:
+    store.create_jobs([[delay_op()], [delay_op()], [delay_op()]], T0)
+    synced = [path for kind, path in io_events if kind == "fsync"]
+    assert len(synced) == 5  # the serial, three job files, the directory
+    assert synced[-1] == paths.queue_dir and synced.count(paths.queue_dir) == 1
+    assert queue(paths, "serial").read_bytes() == b"3\n"
+    assert store.live_job_ids() == [1, 2, 3]
+
+
+def test_a_group_commit_reports_a_failed_file_in_its_place(
+        store: JobQueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = durable._write_temp
+
+    def full_disk_for_job_2(directory: str, base: str, data: bytes, mode: int) -> str:
+        if base == "job-2":
+            raise OSError(28, "No space left on device")
+        return real_write(directory, base, data, mode)
+
+    monkeypatch.setattr(durable, "_write_temp", full_disk_for_job_2)
+    jobs = [Job.new(i, [delay_op()], received=T0) for i in (1, 2, 3)]
+    first, failed, third = store.write_jobs_data([(job.id, job.to_json()) for job in jobs])
+    assert first is None and third is None
+    assert isinstance(failed, OSError) and failed.errno == 28
+    assert store.live_job_ids() == [1, 3]
+
+
+def test_a_batch_whose_serial_cannot_be_written_keeps_none_of_its_jobs(
+        store: JobQueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = durable._write_temp
+
+    def full_disk_for_serial(directory: str, base: str, data: bytes, mode: int) -> str:
+        if base == "serial":
+            raise OSError(28, "No space left on device")
+        return real_write(directory, base, data, mode)
+
+    monkeypatch.setattr(durable, "_write_temp", full_disk_for_serial)
+    with pytest.raises(OSError, match="No space left"):
+        store.create_jobs([[delay_op()], [delay_op()]], T0)
+    assert store.live_job_ids() == []
+    monkeypatch.undo()
+    assert store.create_job([delay_op()], received=T0).id == 3  # ids 1 and 2 are not reused
 
 
 def test_written_files_have_ganeti_modes(store: JobQueueStore, paths: Paths) -> None:
@@ -467,14 +519,14 @@ def test_sigkilled_writer_leaves_valid_job_files_and_unique_ids(paths: Paths) ->
 
 def test_a_job_that_cannot_be_written_is_reported_in_its_place(
         store: JobQueueStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write = store_module.write_durably
+    real_write = durable._write_temp
 
-    def full_disk_for_job_1(path: str, data: bytes, mode: int = 0o640) -> None:
-        if path.endswith("/job-1"):
+    def full_disk_for_job_1(directory: str, base: str, data: bytes, mode: int) -> str:
+        if base == "job-1":
             raise OSError(28, "No space left on device")
-        real_write(path, data, mode)
+        return real_write(directory, base, data, mode)
 
-    monkeypatch.setattr(store_module, "write_durably", full_disk_for_job_1)
+    monkeypatch.setattr(durable, "_write_temp", full_disk_for_job_1)
     failed, written = store.create_jobs([[delay_op()], [delay_op()]], T0)
     assert isinstance(failed, JobWriteError) and "No space left on device" in str(failed)
     assert isinstance(written, Job) and written.id == 2

@@ -10,10 +10,12 @@ Layout (../shared/reference/job-queue.md §1, below ``Paths.queue_dir``)::
     queue/archive/<id // 10000>/job-<id> an archived job
 
 Every write is durable before the method returns (masterd.jqueue.durable:
-temporary file, fsync, rename, fsync of the directory). A job id is used
-only after the serial naming it is on disk, so ids are never reused, even
-across a crash between the serial write and the job write; at open the
-serial is also raised to the highest job id found on disk.
+temporary file, fsync, rename, fsync of the directory; the files of one
+`create_jobs` or `write_jobs_data` call share one directory fsync). A job id
+is answered only once the serial naming it is on disk; `create_jobs` writes
+the serial and the new job files in one group commit, and at open the serial
+is raised to the highest job id found on disk, so ids are never reused, even
+across a crash in the middle of a write.
 
 The lock is the one luxid takes (an fcntl write lock on ``queue/lock``), so
 our master and a real luxid exclude each other; Ganeti's noded uses flock
@@ -25,21 +27,24 @@ descriptor of it drops the lock).
 
 Interface::
 
-    store = JobQueueStore(paths, replicate=None, rename_replicas=None)
+    store = JobQueueStore(paths, replicate=None, rename_replicas=None, replicate_drain=None)
         # creates the layout, takes the lock (QueueLockedError), checks the
         # version (QueueVersionError), removes temporary files of a crash.
         # replicate(name, content) is called after each durable write of a
         # job or the serial; rename_replicas([(old, new), ...]) after
-        # archiving. Names are virtual-cluster friendly (Paths.virtualize):
-        # what jobqueue_update / jobqueue_rename take. Their exceptions are
+        # archiving; replicate_drain(flag) after each set_drained. Names
+        # are virtual-cluster friendly (Paths.virtualize): what
+        # jobqueue_update / jobqueue_rename take. Their exceptions are
         # logged, never raised (Ganeti only logs replication failures).
-        # Replicate to the *other* master candidates: the master's own noded
-        # writes the same files.
+        # Replicate to the *other* master candidates: the master's own copy
+        # is this store's (masterd.replication does so).
     store.allocate_ids(count) -> [ids]          durable serial first
     store.create_job(inputs, received=None) -> Job      allocate + Job.new + write
     store.create_jobs([inputs, ...]) -> [Job | InvalidJobError | JobWriteError]
     store.write_job(job, replicate=True)        rewrite after a state change
     store.write_job_data(id, bytes, replicate=True)   the same, already serialized
+    store.write_jobs_data([(id, bytes), ...], replicate=True) -> [None | OSError]
+        # group commit: several jobs, one directory fsync; each None is durable
     store.load_job(id) -> Job | None            live job; CorruptJobError
     store.load_archived_job(id) -> Job | None
     store.job_status(id) -> str | None          live, else archived (dependencies)
@@ -68,11 +73,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from masterd.jqueue.durable import fsync_dir, is_temp_name, write_durably
+from masterd.jqueue.durable import fsync_dir, is_temp_name, write_durably, write_many_durably
 from masterd.jqueue.model import (
     STATUS_QUEUED,
     InvalidJobError,
@@ -95,9 +101,12 @@ JOB_FILE_RE = re.compile(r"^job-(\d+)$")
 FILE_MODE = 0o640
 DRAIN_MODE = 0o644
 DIR_MODE = 0o750
+#: Files of one group commit written and fsynced at the same time (write_jobs_data, create_jobs).
+FSYNC_THREADS = 32
 
 Replicator = Callable[[str, bytes], None]
 RenameReplicator = Callable[[list[tuple[str, str]]], None]
+DrainReplicator = Callable[[bool], None]
 
 
 class JobQueueError(Exception):
@@ -176,15 +185,19 @@ class JobQueueStore:
     """The on-disk job queue of the master (see the module docstring)."""
 
     def __init__(self, paths: Paths, replicate: Replicator | None = None,
-                 rename_replicas: RenameReplicator | None = None) -> None:
+                 rename_replicas: RenameReplicator | None = None,
+                 replicate_drain: DrainReplicator | None = None) -> None:
         self.paths = paths
         self._replicate = replicate
         self._rename_replicas = rename_replicas
+        self._replicate_drain = replicate_drain
         self._id_lock = threading.Lock()
         self._archive_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._lock_key: tuple[int, int] | None = None
         self._serial = 0
+        #: Threads that write and fsync the files of one group commit at the same time.
+        self._fsync_pool = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="jobfsync")
         for directory in (self.queue_dir, self.archive_dir):
             os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
         self._acquire_lock()
@@ -260,6 +273,7 @@ class JobQueueStore:
             if self._lock_key is not None:
                 _locked_queues.discard(self._lock_key)
                 self._lock_key = None
+        self._fsync_pool.shutdown(wait=True)
 
     @property
     def is_open(self) -> bool:
@@ -359,31 +373,57 @@ class JobQueueStore:
 
     def create_jobs(self, batch: Sequence[Sequence[Mapping[str, Any]]],
                     received: Timestamp | None = None) -> list[Job | InvalidJobError | JobWriteError]:
-        """SubmitManyJobs: one serial write for the batch, then each job built and written.
+        """SubmitManyJobs: the serial and every job of the batch written in one group commit.
 
-        A job that is invalid or cannot be written gives its InvalidJobError
-        or JobWriteError in its place (its id stays used, as in Ganeti);
-        relative dependencies resolve against each job's own id.
+        The serial naming the new ids and the job files are fsynced, renamed
+        and made durable by one directory fsync together: after a crash any of
+        them may be there, and the serial is raised to the highest job id on
+        disk at open, so an id is never reused. A job that is invalid or
+        cannot be written gives its InvalidJobError or JobWriteError in its
+        place (its id stays used, as in Ganeti); relative dependencies resolve
+        against each job's own id. If the serial cannot be written, its
+        OSError is raised and no job of the batch is kept.
         """
         if not batch:
             return []
         received = received if received is not None else now_timestamp()
         results: list[Job | InvalidJobError | JobWriteError] = []
-        for job_id, inputs in zip(self.allocate_ids(len(batch)), batch, strict=True):
-            try:
-                job = Job.new(job_id, inputs, received)
-            except InvalidJobError as err:
-                results.append(err)
-                continue
-            try:
-                self.write_job(job)
-            except OSError as err:
-                log.error("could not write job %d: %s", job_id, err)
-                results.append(JobWriteError(f"Could not write job {job_id} to {self.job_path(job_id)}:"
-                                             f" {err.strerror or err}"))
-                continue
-            results.append(job)
+        built: list[tuple[int, Job]] = []
+        with self._id_lock:
+            first = self._serial + 1
+            self._serial = last = self._serial + len(batch)  # used even if the writes fail
+            for job_id, inputs in zip(range(first, last + 1), batch, strict=True):
+                try:
+                    job = Job.new(job_id, inputs, received)
+                except InvalidJobError as err:
+                    results.append(err)
+                    continue
+                built.append((len(results), job))
+                results.append(job)
+            serial = f"{last}\n".encode()
+            files = [("serial", serial), *((job_file_name(job.id), job.to_json()) for _, job in built)]
+            serial_error, *errors = write_many_durably(self.queue_dir, files, FILE_MODE, self._fsync_pool)
+            if serial_error is not None:
+                self._discard_files([job.id for (_, job), error in zip(built, errors, strict=True)
+                                     if error is None])
+                raise serial_error
+            self._call_replicate(self.serial_path, serial)
+        for (index, job), (name, data), error in zip(built, files[1:], errors, strict=True):
+            if error is None:
+                self._call_replicate(os.path.join(self.queue_dir, name), data)
+            else:
+                log.error("could not write job %d: %s", job.id, error)
+                results[index] = JobWriteError(f"Could not write job {job.id} to {self.job_path(job.id)}:"
+                                               f" {error.strerror or error}")
         return results
+
+    def _discard_files(self, job_ids: Sequence[int]) -> None:
+        """Remove job files written for a batch that failed as a whole (best effort)."""
+        for job_id in job_ids:
+            with contextlib.suppress(OSError):
+                os.unlink(self.job_path(job_id))
+        with contextlib.suppress(OSError):
+            fsync_dir(self.queue_dir)
 
     def write_job(self, job: Job, replicate: bool = True) -> None:
         """Write the job file durably, then (unless `replicate` is false) replicate it."""
@@ -403,6 +443,21 @@ class JobQueueStore:
         write_durably(path, data, FILE_MODE)
         if replicate:
             self._call_replicate(path, data)
+
+    def write_jobs_data(self, items: Sequence[tuple[int, bytes]],
+                        replicate: bool = True) -> list[OSError | None]:
+        """Group commit of serialized jobs (distinct ids): one directory fsync for all of them.
+
+        Returns, in order, None for each job now durable (then replicated)
+        or the OSError that kept its file as it was.
+        """
+        errors = write_many_durably(self.queue_dir, [(job_file_name(job_id), data) for job_id, data in items],
+                                    FILE_MODE, self._fsync_pool)
+        if replicate and self._replicate is not None:
+            for (job_id, data), error in zip(items, errors, strict=True):
+                if error is None:
+                    self._call_replicate(self.job_path(job_id), data)
+        return errors
 
     def _call_replicate(self, path: str, data: bytes) -> None:
         if self._replicate is None:
@@ -548,16 +603,26 @@ class JobQueueStore:
         return os.path.exists(self.drain_path)
 
     def set_drained(self, drained: bool) -> None:
-        """Create (True) or remove (False) queue/drain, durably. Idempotent."""
+        """Create (True) or remove (False) queue/drain, durably, then replicate the flag. Idempotent.
+
+        The flag is replicated even when it did not change here, so a
+        candidate that missed an earlier change catches up (luxid does so).
+        """
         if drained:
             if not self.is_drained():
                 write_durably(self.drain_path, b"", DRAIN_MODE)
-            return
-        try:
-            os.unlink(self.drain_path)
-        except FileNotFoundError:
-            return
-        fsync_dir(self.queue_dir)
+        else:
+            try:
+                os.unlink(self.drain_path)
+            except FileNotFoundError:
+                pass
+            else:
+                fsync_dir(self.queue_dir)
+        if self._replicate_drain is not None:
+            try:
+                self._replicate_drain(drained)
+            except Exception:  # replication failures are only logged, as in Ganeti
+                log.exception("could not replicate the drain flag to the master candidates")
 
     # -- restart ---------------------------------------------------------------------------
     def recover_after_restart(self, now: Timestamp | None = None) -> RecoveryReport:

@@ -1,8 +1,8 @@
-"""`make bench`: our node daemon against the real Ganeti noded and against bare echo servers.
+"""`make bench`: our node and master daemons against the real Ganeti ones and against bare echo servers.
 
-    python tools/bench/run_bench.py [--duration S] [--only legacy-new|legacy-keepalive|grpc|instances] ...
+    python tools/bench/run_bench.py [--duration S] [--only SCENARIO] ...   (SCENARIO: one of the five below)
 
-Four comparisons, in one run, on this machine (client and servers share its cores):
+Five comparisons, in one run, on this machine (client and servers share its cores):
 
 legacy-new        POST /version on a new TLS connection per call, as Ganeti masters call
                   (the anchor's bench_noded.py --client ssl, one process per connection):
@@ -19,6 +19,14 @@ instances         single calls through the legacy door, each repeated --instance
                   noded) and kvm (ours only; qemu running the tiny OS), blockdev_create /
                   blockdev_remove of a 10 GiB sparse file disk (both); median and min/max
                   (tools/bench/instances.py says what each time runs until). No target.
+jobs              our ganeti-masterd driven by the real-cluster anchor's bench_jobs.py (Debian's
+                  Ganeti LUXI client): 200 OP_TEST_DELAY jobs (0.001 s, on the master) in one
+                  SubmitManyJobs, polled until all are final -> jobs/s; single job submit->success
+                  median. Baseline: the real Ganeti 3.0 master's reference figures
+                  (real-cluster-notes.md, labelled "reference, not this run"), or with --jobs-real
+                  (make bench-real) the real master measured in the same run (up.sh, bench_jobs.py,
+                  down.sh: changes the machine's /etc/hosts, a bridge, sshd; never in CI).
+                  Targets: jobs/s >= 30x, single median <= 0.1x (tools/bench/jobs.py).
 
 Each throughput point runs `--rounds` times, ours and the baseline alternating (ABBA) to
 spread drift; every load has a warm-up before its measured window. Prints a
@@ -45,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for a direct run
 
 from tools.bench import instances_report, servers
+from tools.bench import jobs as jobs_bench
 from tools.bench import pyspy as profiling
 from tools.bench.clients import BenchNoded, LoadGen
 from tools.bench.instances import InstanceBench, make_node
@@ -55,11 +64,14 @@ from tools.bench.servers import Certs, Server
 from tools.bench.stats import Measurement, combine
 
 REPO = servers.REPO
-SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances")
+SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances", "jobs")
+NODE_SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances")
 THROUGHPUT = ("legacy-new", "legacy-keepalive", "grpc")
 # shared/ lies beside the checkout (here, and in CI).
 DEFAULT_ANCHORS = Path(os.environ.get("GANETI_BENCH_ANCHORS",
                                       str(REPO.parent / "shared" / "anchors" / "real-noded")))
+DEFAULT_JOBS_ANCHOR = Path(os.environ.get("GANETI_BENCH_JOBS_ANCHOR",
+                                          str(REPO.parent / "shared" / "anchors" / "real-cluster")))
 
 
 def int_list(text: str) -> list[int]:
@@ -107,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "soft stop always waits this long before qemu is killed (default 1)")
     p.add_argument("--anchors", type=Path, default=DEFAULT_ANCHORS,
                    help="folder with bench_noded.py and setup_root.py (default %(default)s)")
+    p.add_argument("--jobs-n", type=int, default=200, metavar="N",
+                   help="jobs: jobs in the SubmitManyJobs batch (default 200)")
+    p.add_argument("--jobs-reps", type=int, default=10, metavar="R",
+                   help="jobs: single submit->success round trips, median taken (default 10, as the "
+                        "reference)")
+    p.add_argument("--jobs-duration", type=float, default=0.001, metavar="S",
+                   help="jobs: OP_TEST_DELAY duration (default 0.001)")
+    p.add_argument("--jobs-rounds", type=int, default=3, metavar="K",
+                   help="jobs: bench_jobs.py runs per master, alternating (default 3)")
+    p.add_argument("--jobs-real", action="store_true",
+                   help="jobs: also bring up the real Ganeti 3.0 master (real-cluster anchor up.sh, "
+                        "down.sh afterwards) and measure it in this run; CHANGES THE MACHINE (/etc/hosts, "
+                        "a bridge, sshd): on request only (make bench-real), never in CI")
+    p.add_argument("--jobs-anchor", type=Path, default=DEFAULT_JOBS_ANCHOR,
+                   help="folder with bench_jobs.py, up.sh, down.sh, gns (default %(default)s)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench-results")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record our daemon with py-spy during its measured runs into DIR and print "
@@ -188,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     if "legacy-new" in chosen and not (args.anchors / "bench_noded.py").exists():
         print(f"run_bench: {args.anchors / 'bench_noded.py'} not found; pass --anchors DIR", file=sys.stderr)
         return 2
+    if min(args.jobs_n, args.jobs_reps, args.jobs_rounds) < 1 or args.jobs_duration <= 0:
+        print("run_bench: --jobs-n, --jobs-reps and --jobs-rounds must be at least 1, --jobs-duration "
+              "above 0", file=sys.stderr)
+        return 2
     if args.instances_repeat < 1 or args.kvm_shutdown_timeout < 0:
         print("run_bench: --instances-repeat must be at least 1 and --kvm-shutdown-timeout not negative",
               file=sys.stderr)
@@ -204,13 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ganeti-bench-"))
     points: list[Point] = []
     inst_result: InstancesResult | None = None
+    jobs_result: jobs_bench.JobsResult | None = None
     processes: dict[str, dict[str, int]] = {}
     failure: str | None = None
     started = time.time()
     try:
         with Processes(tmp) as procs:  # every process started is stopped by PID on the way out
-            certs = servers.make_certs(tmp)
-            comparisons, ours_legacy, real = build_comparisons(args, procs, certs, tmp, chosen)
+            comparisons: list[Comparison] = []
+            real: Server | None = None
+            if any(s in chosen for s in NODE_SCENARIOS):
+                certs = servers.make_certs(tmp)
+                comparisons, ours_legacy, real = build_comparisons(args, procs, certs, tmp, chosen)
             for cmp in comparisons:
                 log(f"{cmp.scenario}: ours (pid {cmp.ours.pid}, {cmp.ours.processes} process(es)) vs "
                     f"{cmp.baseline} (pid {cmp.base.pid}, {cmp.base.processes} process(es))")
@@ -221,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"instances: ours (pid {ours_legacy.pid}) vs real noded (pid {real.pid})")
                 inst_result = InstanceBench(make_node(ours_legacy, certs), make_node(real, certs),
                                             args.instances_repeat, args.kvm_shutdown_timeout, log).run()
+            if "jobs" in chosen:
+                jsettings = jobs_bench.JobsSettings(args.jobs_n, args.jobs_reps, args.jobs_duration,
+                                                    args.jobs_rounds, args.jobs_real)
+                bench = jobs_bench.JobsBench(jsettings, args.jobs_anchor, tmp, log, args.profile)
+                jobs_result = bench.result
+                bench.run(procs)
     except Exception as err:  # report what was measured, then fail
         failure = str(err)
         log(f"run_bench: {err}")
@@ -245,18 +286,24 @@ def main(argv: list[str] | None = None) -> int:
     if inst_result is not None:
         print(("\n" if any(s in chosen for s in THROUGHPUT) else "")
               + instances_report.markdown(inst_result, str(machine["started"])))
+    if jobs_result is not None and (jobs_result.ours or jobs_result.real):
+        print(("\n" if any(s in NODE_SCENARIOS for s in chosen) else "")
+              + jobs_bench.markdown(jobs_result, str(machine["started"])))
     if args.profile is not None:
         print_profiles(args.profile, chosen)
-    if points or inst_result is not None or failure:
+    if points or inst_result is not None or jobs_result is not None or failure:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         out = args.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
         data = to_json(points, settings, machine, failure)
         if inst_result is not None:
             data["instances"] = {"notes": inst_result.notes, "rows": [r.summary() for r in inst_result.rows]}
+        if jobs_result is not None and (jobs_result.ours or jobs_result.real):
+            data["jobs"] = jobs_result.summary()
         out.write_text(json.dumps(data, indent=2) + "\n")
         log(f"run_bench: results written to {out}")
     errors = sum(p.ours.errors + p.base.errors for p in points)
     errors += inst_result.errors if inst_result is not None else 0
+    errors += jobs_result.errors if jobs_result is not None else 0
     if errors:
         log(f"run_bench: {errors} calls failed")
     return 1 if failure is not None or errors else 0
