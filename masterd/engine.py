@@ -31,6 +31,15 @@ written (as in Ganeti); a job that has run its last opcode gives its
 so one job's end and the next one's start share a group commit (`wait_idle`
 still waits for those writes).
 
+Filter rules (gnt-filter; masterd.filters, stored in $DATA_DIR/job-filters.json until
+config.data exists): whenever the scheduler runs (a submission, a job's end, a rule
+added, replaced or deleted), every queued job whose applying rule is REJECT is
+canceled as CancelJob cancels a queued job; a job whose applying rule is PAUSE stays
+queued (it starts once the rule is deleted or changed); ["RATE_LIMIT", n] lets it
+start only while fewer than n running jobs have that rule applying; ACCEPT or no
+rule: it runs as usual. Jobs already started are not affected (as in luxid). The
+watermark of a rule is the last job id handed out when it was added or replaced.
+
 Cancel (job-queue.md §8, adapted to in-process jobs):
   * queued, not started: canceled at once -> ``[true, "Dequeued job N"]``;
   * waiting (for a dependency or locks): the wait is withdrawn, the job goes
@@ -54,7 +63,8 @@ the next start. Queued jobs stay queued and run after the restart.
 
 Interface::
 
-    engine = JobEngine(store, paths, node_rpc=None, max_running=25)
+    engine = JobEngine(store, paths, node_rpc=None, max_running=25, filters=None)
+                                                  # filters: a FilterStore (default: $DATA_DIR's)
     await engine.start()                          # restart rule, then queued jobs run
     await engine.submit(ops, ignore_drain=False) -> job id   (GenericError "Queue drained",
                                                               RequestParseError for bad opcodes)
@@ -65,6 +75,10 @@ Interface::
     await engine.archive(id) -> bool
     await engine.autoarchive(age, timeout) -> (archived, left unchecked)
     await engine.set_drained(flag); engine.is_drained()
+    await engine.replace_filter(uuid | None, priority, predicates, action, reason) -> uuid
+        (GenericError "Unable to parse UUID", RequestParseError for a malformed rule)
+    await engine.delete_filter(uuid)   (GenericError "Filter rule with UUID x does not exist")
+    engine.filter_rules() -> the rules in evaluation order
     engine.job_source  (masterd.query.jobs.JobSource over the published jobs)
     engine.published(id) -> dict | None
     await engine.wait_idle()                      # tests: until no job is queued or running
@@ -78,11 +92,15 @@ import contextlib
 import json
 import logging
 import os
+import time
+import uuid as uuid_module
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from masterd.filters.rules import PAUSE, REJECT, FilterRule, RuleError, applying_rule, is_uuid
+from masterd.filters.store import FilterStore
 from masterd.groupcommit import GroupCommitter
 from masterd.jqueue.model import (
     FINALIZED_STATUSES,
@@ -170,7 +188,8 @@ class _PublishedJobs:
 
 class JobEngine:
     def __init__(self, store: JobQueueStore, paths: Paths, node_rpc: NodeRpcClient | None = None,
-                 max_running: int = DEFAULT_MAX_RUNNING, write_threads: int = 8) -> None:
+                 max_running: int = DEFAULT_MAX_RUNNING, write_threads: int = 8,
+                 filters: FilterStore | None = None) -> None:
         if max_running < 1:
             raise ValueError("max_running must be at least 1")
         self.store = store
@@ -178,12 +197,14 @@ class JobEngine:
         self.node_rpc = node_rpc
         self.max_running = max_running
         self.locks = LockManager()
+        self.filters = filters if filters is not None else FilterStore.for_paths(paths)
         self._pool = ThreadPoolExecutor(max_workers=write_threads, thread_name_prefix="jobwrite")
         self._committer = GroupCommitter(store, self._pool)
         self._entries: dict[int, _Entry] = {}
         self._queued: set[int] = set()
         self._running: set[int] = set()
         self._finishing: set[int] = set()  # done running, their last state change on its way to disk
+        self._rejecting: set[int] = set()  # canceled by a REJECT rule, the cancel on its way to disk
         self._stopping = False
         self._hard_stop = False
         self._idle = asyncio.Event()
@@ -195,6 +216,7 @@ class JobEngine:
         report = await self._in_thread(self.store.recover_after_restart)
         for job in report.failed:
             log.warning("job %d ended in error: the master stopped while it ran", job.id)
+        await self._in_thread(self.filters.load)
         jobs, _corrupt = await self._in_thread(self.store.load_all)
         for job in jobs:
             self._entries[job.id] = _Entry(job, json.loads(job.to_json()))
@@ -219,7 +241,7 @@ class JobEngine:
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
 
     async def wait_idle(self) -> None:
-        while self._queued or self._running or self._finishing:
+        while self._queued or self._running or self._finishing or self._rejecting:
             self._idle.clear()
             await self._idle.wait()
 
@@ -308,21 +330,100 @@ class JobEngine:
                     return True
         return False
 
+    def _applying_rule(self, rules: Sequence[FilterRule], job_id: int) -> FilterRule | None:
+        job = self._entries[job_id].job
+        return applying_rule(rules, job_id, [op.input for op in job.ops])
+
     def _schedule(self) -> None:
         if self._stopping:
             return
+        rules = self.filters.ordered()
+        applying: dict[int, FilterRule | None] = {}
+        usage: dict[str, int] = {}  # RATE_LIMIT rule -> running jobs it applies to
+        if rules:
+            applying = {i: self._applying_rule(rules, i) for i in self._queued}
+            for job_id, rule in applying.items():
+                if rule is not None and rule.action == REJECT:
+                    self._reject(self._entries[job_id], rule)
+            for job_id in self._running:
+                rule = self._applying_rule(rules, job_id)
+                if rule is not None and rule.rate_limit is not None:
+                    usage[rule.uuid] = usage.get(rule.uuid, 0) + 1
         while len(self._running) < self.max_running and self._queued:
             candidates = sorted(self._queued, key=lambda i: (self._entries[i].job.priority, i))
-            chosen = next((i for i in candidates if not self._blocked_by_dependency(self._entries[i].job)),
-                          None)
+            chosen = next((i for i in candidates if self._may_start(i, applying.get(i), usage)), None)
             if chosen is None:
                 break
             self._queued.discard(chosen)
             self._running.add(chosen)
             entry = self._entries[chosen]
             entry.task = asyncio.create_task(self._run_job(entry), name=f"job-{chosen}")
-        if not self._queued and not self._running and not self._finishing:
+        if not self._queued and not self._running and not self._finishing and not self._rejecting:
             self._idle.set()
+
+    def _may_start(self, job_id: int, rule: FilterRule | None, usage: dict[str, int]) -> bool:
+        """Dependencies and the applying filter rule allow it; takes a RATE_LIMIT slot when so."""
+        if self._blocked_by_dependency(self._entries[job_id].job):
+            return False
+        if rule is None:
+            return True
+        if rule.action == PAUSE:
+            return False
+        limit = rule.rate_limit
+        if limit is not None:
+            if usage.get(rule.uuid, 0) >= limit:
+                return False
+            usage[rule.uuid] = usage.get(rule.uuid, 0) + 1
+        return True
+
+    def _reject(self, entry: _Entry, rule: FilterRule) -> None:
+        """Cancel a queued job a REJECT rule applies to, as CancelJob does (luxid's cancelRejectedJobs)."""
+        job_id = entry.job.id
+        ok, message = entry.job.cancel()
+        if not ok:
+            log.warning("job %d not rejected by filter rule %s: %s", job_id, rule.uuid, message)
+            return
+        log.info("job %d canceled: rejected by filter rule %s", job_id, rule.uuid)
+        self._queued.discard(job_id)
+        self._rejecting.add(job_id)
+        entry.task = asyncio.create_task(self._write_rejected(entry), name=f"reject-{job_id}")
+
+    async def _write_rejected(self, entry: _Entry) -> None:
+        try:
+            await self._persist(entry)
+        except Exception:
+            log.exception("job %d: writing its cancel by a filter rule failed", entry.job.id)
+        finally:
+            self._rejecting.discard(entry.job.id)
+            entry.task = None
+            self._schedule()
+
+    # -- filter rules ---------------------------------------------------------------------------
+    def filter_rules(self) -> list[FilterRule]:
+        return list(self.filters.ordered())
+
+    async def replace_filter(self, uuid: str | None, priority: int, predicates: Any, action: Any,
+                             reason: Any) -> str:
+        """ReplaceFilter: add (uuid None) or replace a rule, durably; the queue is re-examined."""
+        if uuid is None:
+            uuid = str(uuid_module.uuid4())
+        elif not is_uuid(uuid):
+            raise GenericError("Unable to parse UUID")
+        trail = [*reason, ["luxid", "", time.time_ns()]] if isinstance(reason, list) else reason
+        try:
+            rule = FilterRule.new(uuid, self.store.last_job_id, priority, predicates, action, trail)
+        except RuleError as err:
+            raise RequestParseError(f"invalid filter rule: {err}") from None
+        await self._in_thread(self.filters.replace, rule)
+        log.info("filter rule %s set: priority %d, action %s", uuid, priority, rule.action)
+        self._schedule()
+        return uuid
+
+    async def delete_filter(self, uuid: str) -> None:
+        if not await self._in_thread(self.filters.delete, uuid):
+            raise GenericError(f"Filter rule with UUID {uuid} does not exist")
+        log.info("filter rule %s deleted", uuid)
+        self._schedule()
 
     async def _run_job(self, entry: _Entry) -> None:
         job_id = entry.job.id

@@ -4,7 +4,9 @@ Implemented: SubmitJob, SubmitJobToDrainedQueue, SubmitManyJobs,
 WaitForJobChange, QueryJobs, CancelJob, ArchiveJob, AutoArchiveJobs,
 ChangeJobPriority, SetDrainFlag, SetWatcherPause, Query, QueryFields,
 QueryNodes/Instances/Groups/Networks/Exports, QueryClusterInfo,
-QueryConfigValues, QueryTags. The rest answer GenericError "not implemented"
+QueryConfigValues, QueryTags, ReplaceFilter, DeleteFilter, QueryFilters
+(the job filter rules: masterd.filters, applied by the engine's scheduler).
+The rest answer GenericError "not implemented"
 (masterd.luxi.methods.UnimplementedHandler); PickupJob answers luxid's
 "internal use only".
 
@@ -34,6 +36,7 @@ from typing import Any
 
 from masterd import ssconf
 from masterd.engine import JobEngine
+from masterd.filters.query import query_filter_rules, query_filter_rules_classic
 from masterd.jqueue.durable import write_durably
 from masterd.luxi.methods import UnimplementedHandler
 from masterd.luxi.protocol import GanetiError, OpPrereqError, RequestParseError
@@ -135,6 +138,8 @@ class LuxiHandler(UnimplementedHandler):
         try:
             if what == "job":
                 return query_jobs(self.engine.job_source, fields, qfilter, job_resource())
+            if what == "filter":
+                return query_filter_rules(self.engine.filter_rules(), fields, qfilter)
             resource_definitions(_registry(), what, "Query")
             resource = _empty_resource(what)
             names = requested_names(qfilter, resource.namefield)
@@ -207,3 +212,17 @@ class LuxiHandler(UnimplementedHandler):
             raise OpPrereqError(f"{_KIND_NAMES.get(kind, kind.capitalize())} name {name} not found",
                                 "unknown_entity")
         return await asyncio.to_thread(read_cluster_tags, self.paths)
+
+    # -- job filter rules ------------------------------------------------------------------------
+    async def query_filters(self, uuids: list[str] | None, fields: list[str]) -> list[list[Any]]:
+        try:
+            return query_filter_rules_classic(self.engine.filter_rules(), uuids, fields)
+        except QueryError as err:
+            raise as_luxi_error(err) from None
+
+    async def replace_filter(self, uuid: str | None, priority: int, predicates: list[Any], action: Any,
+                             reason: list[Any]) -> str:
+        return await self.engine.replace_filter(uuid, priority, predicates, action, reason)
+
+    async def delete_filter(self, uuid: str) -> None:
+        await self.engine.delete_filter(uuid)
