@@ -22,6 +22,9 @@ Interface (every multi-node call runs on the nodes in parallel and answers
     await client.jobqueue_update(nodes, file_name, (encoding, data))   # CompressedData [enc, data]
     await client.jobqueue_rename(nodes, [(old, new), ...])
     await client.jobqueue_set_drain_flag(nodes, flag)
+    await client.upload_file_single(nodes, file_name, (encoding, data), mode, user, group, atime, mtime)
+    await client.write_ssconf_files(nodes, {key: [line, ...] or "text"})
+    await client.master_node_name(nodes)   # {name: (answer, None) or (None, "error text")}
     await client.close()
 """
 
@@ -38,6 +41,8 @@ import grpc.aio
 from generated.ganeti.node.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
+    files_pb2,
+    files_pb2_grpc,
     jobqueue_pb2,
     jobqueue_pb2_grpc,
     objects_pb2,
@@ -52,8 +57,12 @@ log = logging.getLogger("masterd.rpc")
 
 #: Seconds added to an RPC's own duration before the client gives up on it.
 RPC_MARGIN = 30.0
+#: Seconds a master_node_name call (the master's start-up voting) may take (Ganeti's RPC_TMO_URGENT).
+MASTER_NODE_NAME_TIMEOUT = 60.0
 #: Seconds a job queue replication call may take (Ganeti's RPC_TMO_URGENT).
 JOBQUEUE_TIMEOUT = 60.0
+#: Seconds a file distribution call (upload_file_single, write_ssconf_files) may take.
+FILES_TIMEOUT = 60.0
 
 
 class NodeRpcError(Exception):
@@ -159,6 +168,36 @@ class NodeRpcClient:
             return await stub.JobqueueSetDrainFlag(request, timeout=JOBQUEUE_TIMEOUT)
         return await self._on_nodes(nodes, call)
 
+    async def upload_file_single(self, nodes: Sequence[str], file_name: str, content: tuple[int, str],
+                                 mode: int | None, user: str, group: str, atime: float | None,
+                                 mtime: float | None,
+                                 timeout: float = FILES_TIMEOUT) -> dict[str, str | None]:
+        """Write one whitelisted file (config.data ...) on the nodes; `content` is ``(encoding, data)``."""
+        request = files_pb2.UploadFileSingleRequest(
+            file_name=file_name, content=objects_pb2.CompressedData(encoding=content[0], data=content[1]),
+            mode=mode, uid=user, gid=group, atime=atime, mtime=mtime)
+
+        async def call(channel: grpc.aio.Channel) -> object:
+            stub = files_pb2_grpc.FileServiceStub(channel)
+            return await stub.UploadFileSingle(request, timeout=timeout)
+        return await self._on_nodes(nodes, call)
+
+    async def write_ssconf_files(self, nodes: Sequence[str], values: Mapping[str, str | Sequence[str]],
+                                 timeout: float = FILES_TIMEOUT) -> dict[str, str | None]:
+        """Write ssconf_<key> on the nodes for every key given (a text, or a list of lines)."""
+        request = files_pb2.WriteSsconfFilesRequest()
+        for key, value in values.items():
+            if isinstance(value, str):
+                request.values[key].string_value = value
+            else:  # an empty list must still be a list (an unset Value is null)
+                request.values[key].list_value.SetInParent()
+                request.values[key].list_value.extend(list(value))
+
+        async def call(channel: grpc.aio.Channel) -> object:
+            stub = files_pb2_grpc.FileServiceStub(channel)
+            return await stub.WriteSsconfFiles(request, timeout=timeout)
+        return await self._on_nodes(nodes, call)
+
     async def test_delay(self, nodes: Sequence[str], duration: float) -> dict[str, str | None]:
         """Sleep `duration` seconds on every node at once; per node None or the failure."""
         request = cluster_pb2.TestDelayRequest(duration=duration)
@@ -167,6 +206,28 @@ class NodeRpcClient:
             stub = cluster_pb2_grpc.ClusterServiceStub(channel)
             return await stub.TestDelay(request, timeout=duration + RPC_MARGIN)
         return await self._on_nodes(nodes, call)
+
+    async def master_node_name(self, nodes: Sequence[str], timeout: float = MASTER_NODE_NAME_TIMEOUT
+                               ) -> dict[str, tuple[str | None, str | None]]:
+        """Each node's ssconf_master_node, for the master's start-up voting.
+
+        Per node ``(answer, None)``, or ``(None, failure text)`` when the node
+        cannot be reached or fails the call (e.g. it has no ssconf).
+        """
+        request = cluster_pb2.MasterNodeNameRequest()
+        unique = list(dict.fromkeys(nodes))
+        answers: dict[str, str] = {}
+
+        def asking(node: str) -> Callable[[grpc.aio.Channel], Awaitable[object]]:
+            async def call(channel: grpc.aio.Channel) -> object:
+                stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+                reply = await stub.MasterNodeName(request, timeout=timeout)
+                answers[node] = reply.master_node
+                return reply
+            return call
+        failures = await asyncio.gather(*(self._call_one(n, asking(n)) for n in unique))
+        return {node: (answers[node], None) if failure is None else (None, failure)
+                for node, failure in zip(unique, failures, strict=True)}
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}

@@ -1,8 +1,8 @@
 """`make bench`: our node and master daemons against the real Ganeti ones and against bare echo servers.
 
-    python tools/bench/run_bench.py [--duration S] [--only SCENARIO] ...   (SCENARIO: one of the five below)
+    python tools/bench/run_bench.py [--duration S] [--only SCENARIO] ...   (SCENARIO: one of the six below)
 
-Five comparisons, in one run, on this machine (client and servers share its cores):
+Six measurements, in one run, on this machine (client and servers share its cores):
 
 legacy-new        POST /version on a new TLS connection per call, as Ganeti masters call
                   (the anchor's bench_noded.py --client ssl, one process per connection):
@@ -27,6 +27,12 @@ jobs              our ganeti-masterd driven by the real-cluster anchor's bench_j
                   (make bench-real) the real master measured in the same run (up.sh, bench_jobs.py,
                   down.sh: changes the machine's /etc/hosts, a bridge, sshd; never in CI).
                   Targets: jobs/s >= 30x, single median <= 0.1x (tools/bench/jobs.py).
+config            masterd.distribution sending config.data (the reference sample's instance
+                  replicated to --config-instances instances) to --config-candidates of our node
+                  daemons (each its own root and 127.0.0.x address, --legacy-workers 1 --no-mlock),
+                  and ssconf to all of them: full distribution and one change, median of
+                  --config-repeat (tools/bench/config_dist.py). Targets: linear growth, 10,000
+                  instances to 20 candidates in under 2 s.
 
 Each throughput point runs `--rounds` times, ours and the baseline alternating (ABBA) to
 spread drift; every load has a warm-up before its measured window. Prints a
@@ -52,7 +58,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for a direct run
 
-from tools.bench import instances_report, servers
+from tools.bench import config_dist, instances_report, servers
 from tools.bench import jobs as jobs_bench
 from tools.bench import pyspy as profiling
 from tools.bench.clients import BenchNoded, LoadGen
@@ -64,7 +70,7 @@ from tools.bench.servers import Certs, Server
 from tools.bench.stats import Measurement, combine
 
 REPO = servers.REPO
-SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances", "jobs")
+SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances", "jobs", "config")
 NODE_SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances")
 THROUGHPUT = ("legacy-new", "legacy-keepalive", "grpc")
 # shared/ lies beside the checkout (here, and in CI).
@@ -134,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "a bridge, sshd): on request only (make bench-real), never in CI")
     p.add_argument("--jobs-anchor", type=Path, default=DEFAULT_JOBS_ANCHOR,
                    help="folder with bench_jobs.py, up.sh, down.sh, gns (default %(default)s)")
+    p.add_argument("--config-instances", type=int_list, default=[1000, 10000], metavar="N,N",
+                   help="config: instances in the synthetic config.data (default 1000,10000)")
+    p.add_argument("--config-candidates", type=int_list, default=[3, 20], metavar="N,N",
+                   help="config: master candidates receiving it (default 3,20; at most 100)")
+    p.add_argument("--config-repeat", type=int, default=5, metavar="R",
+                   help="config: measured distributions per point, median taken (default 5)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench-results")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record our daemon with py-spy during its measured runs into DIR and print "
@@ -223,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         print("run_bench: --instances-repeat must be at least 1 and --kvm-shutdown-timeout not negative",
               file=sys.stderr)
         return 2
+    if args.config_repeat < 1 or max(args.config_candidates) > 100:
+        print("run_bench: --config-repeat must be at least 1 and --config-candidates at most 100",
+              file=sys.stderr)
+        return 2
     if args.profile is not None:
         if profiling.py_spy() is None:
             print("run_bench: --profile needs py-spy (.venv/bin/pip install py-spy)", file=sys.stderr)
@@ -236,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     points: list[Point] = []
     inst_result: InstancesResult | None = None
     jobs_result: jobs_bench.JobsResult | None = None
+    config_result: config_dist.Result | None = None
     processes: dict[str, dict[str, int]] = {}
     failure: str | None = None
     started = time.time()
@@ -262,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                 bench = jobs_bench.JobsBench(jsettings, args.jobs_anchor, tmp, log, args.profile)
                 jobs_result = bench.result
                 bench.run(procs)
+            if "config" in chosen:
+                csettings = config_dist.Settings(args.config_instances, args.config_candidates,
+                                                 args.config_repeat)
+                config_bench = config_dist.ConfigBench(csettings, tmp, log)
+                config_result = config_bench.result
+                config_bench.run(procs)
     except Exception as err:  # report what was measured, then fail
         failure = str(err)
         log(f"run_bench: {err}")
@@ -289,9 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     if jobs_result is not None and (jobs_result.ours or jobs_result.real):
         print(("\n" if any(s in NODE_SCENARIOS for s in chosen) else "")
               + jobs_bench.markdown(jobs_result, str(machine["started"])))
+    if config_result is not None and config_result.rows:
+        print(("\n" if any(s != "config" for s in chosen) else "")
+              + config_dist.markdown(config_result, str(machine["started"])))
     if args.profile is not None:
         print_profiles(args.profile, chosen)
-    if points or inst_result is not None or jobs_result is not None or failure:
+    if points or inst_result is not None or jobs_result is not None or config_result is not None or failure:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         out = args.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
         data = to_json(points, settings, machine, failure)
@@ -299,11 +325,14 @@ def main(argv: list[str] | None = None) -> int:
             data["instances"] = {"notes": inst_result.notes, "rows": [r.summary() for r in inst_result.rows]}
         if jobs_result is not None and (jobs_result.ours or jobs_result.real):
             data["jobs"] = jobs_result.summary()
+        if config_result is not None and config_result.rows:
+            data["config"] = config_result.summary()
         out.write_text(json.dumps(data, indent=2) + "\n")
         log(f"run_bench: results written to {out}")
     errors = sum(p.ours.errors + p.base.errors for p in points)
     errors += inst_result.errors if inst_result is not None else 0
     errors += jobs_result.errors if jobs_result is not None else 0
+    errors += config_result.errors if config_result is not None else 0
     if errors:
         log(f"run_bench: {errors} calls failed")
     return 1 if failure is not None or errors else 0
