@@ -52,6 +52,7 @@ docs-check: venv
 	$(PY) tools/gen_status_table.py --check
 	$(PY) tools/gen_query_fields.py --check
 	$(PY) tools/gen_opcode_defs.py --check
+	$(PY) tools/gen_config_defaults.py --check
 
 lint: venv
 	$(VENV)/bin/ruff check .
