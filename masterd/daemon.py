@@ -1,16 +1,25 @@
 """ganeti-masterd: the master daemon's command line and process life cycle (DESIGN.md contract 3).
 
     ganeti-masterd [-f] [-d] [--no-voting [--yes-do-it]] [--max-running N] [--shutdown-grace S]
-                   [--grpc-port PORT] [--grpc-bind ADDRESS]
+                   [--grpc-port PORT] [--grpc-bind ADDRESS] [--voting-retries N] [--voting-interval S]
 
 * The node must be the master: ssconf_master_node must name this host
   (GANETI_HOSTNAME in a virtual cluster), else exit 11 (Ganeti's
-  EXIT_NOTMASTER) with the reason. The voting itself (asking the other
-  nodes, half plus one) comes with the cluster configuration (issue 5): for
-  now the daemon says in its log that it relied on ssconf alone.
-* ``--no-voting`` asks for confirmation as Ganeti's masterd does (type
-  uppercase YES on the terminal, read from standard input); ``--yes-do-it``
-  answers it for scripts.
+  EXIT_NOTMASTER) with the reason.
+* Then the voting (masterd.voting, Ganeti's rule): every node of
+  ssconf_node_list, offline ones too, is asked its ssconf_master_node over
+  its gRPC door (addresses from ssconf_node_primary_ips, ports from
+  $DATA_DIR/node-grpc-ports); the daemon starts only when half plus one of
+  the nodes name this node. A voting not final for want of answers is
+  repeated (``--voting-retries``, default 6, ``--voting-interval`` seconds
+  apart, default 10). A lost voting stops the start with "Failed to verify
+  master status: ..." and exit status 1 (Ganeti's EXIT_FAILURE). A
+  single-node cluster wins without asking. The voting runs in the daemon
+  process (gRPC does not survive a fork), so a detached start waits for it.
+* ``--no-voting`` skips the voting after asking for confirmation as
+  Ganeti's masterd does (type uppercase YES, read from standard input; no
+  answer, as with no terminal, aborts); ``--yes-do-it`` answers it for
+  scripts.
 * Without -f it detaches; the starting process exits 0 once the LUXI socket
   listens, or 1 with the reason (noded.daemon.detached). Pid file
   $RUN_DIR/ganeti-masterd.pid (locked while running: a second master on the
@@ -50,7 +59,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from masterd import ssconf
+from masterd import ssconf, voting
 from masterd.engine import DEFAULT_MAX_RUNNING, JobEngine
 from masterd.grpc_api import MasterApi
 from masterd.grpc_server import (
@@ -100,6 +109,8 @@ class Settings:
     shutdown_grace: float
     grpc_port: int = DEFAULT_GRPC_PORT
     grpc_bind: str | None = None
+    voting_retries: int = voting.MASTER_VOTING_RETRIES
+    voting_interval: float = voting.MASTER_VOTING_RETRY_INTERVAL
 
     @property
     def pid_file(self) -> str:
@@ -128,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpc-bind", metavar="ADDRESS", default=None,
                         help="address of the gRPC master API (default: the master's primary IP from"
                              " ssconf_node_primary_ips)")
+    parser.add_argument("--voting-retries", type=int, default=voting.MASTER_VOTING_RETRIES,
+                        help="times the start-up voting is repeated while nodes are missing"
+                             f" (default {voting.MASTER_VOTING_RETRIES})")
+    parser.add_argument("--voting-interval", type=float, default=voting.MASTER_VOTING_RETRY_INTERVAL,
+                        help="seconds between two rounds of the start-up voting"
+                             f" (default {voting.MASTER_VOTING_RETRY_INTERVAL:g})")
     return parser
 
 
@@ -143,9 +160,14 @@ def settings_from_args(argv: list[str]) -> Settings:
         raise MasterStartupError("--shutdown-grace must not be negative")
     if not 0 <= args.grpc_port <= 65535:
         raise MasterStartupError("--grpc-port must be a TCP port (1-65535), or 0 to disable the gRPC door")
+    if args.voting_retries < 0:
+        raise MasterStartupError("--voting-retries must not be negative")
+    if args.voting_interval < 0:
+        raise MasterStartupError("--voting-interval must not be negative")
     return Settings(paths=paths, foreground=args.foreground, debug=args.debug, no_voting=args.no_voting,
                     yes_do_it=args.yes_do_it, max_running=args.max_running,
-                    shutdown_grace=args.shutdown_grace, grpc_port=args.grpc_port, grpc_bind=args.grpc_bind)
+                    shutdown_grace=args.shutdown_grace, grpc_port=args.grpc_port, grpc_bind=args.grpc_bind,
+                    voting_retries=args.voting_retries, voting_interval=args.voting_interval)
 
 
 def check_master(paths: Paths) -> str:
@@ -160,6 +182,42 @@ def check_master(paths: Paths) -> str:
             f"this node ({paths.hostname}) is not the master node: ssconf_master_node names {master};"
             f" start ganeti-masterd on {master}", EXIT_NOTMASTER)
     return master
+
+
+async def check_votes(settings: Settings, rpc: NodeRpcClient) -> None:
+    """The start-up voting (masterd.voting); MasterStartupError (exit 1) unless this node wins it."""
+    paths = settings.paths
+    nodes = ssconf.known_nodes(paths)
+    if not voting.single_node(nodes, paths.hostname):
+        log.info("master voting: asking %s", ", ".join(nodes))
+    result = await voting.verify_master(nodes, rpc, paths.hostname, retries=settings.voting_retries,
+                                        interval=settings.voting_interval)
+    if result.won:
+        return
+    if result.outcome is voting.Outcome.LOST:
+        hint = ("the majority of the nodes name another master in their ssconf_master_node: start"
+                " ganeti-masterd on that node, or fix this node's ssconf")
+    else:
+        hint = "start the node daemons of the missing nodes, or check their addresses and ports"
+    raise MasterStartupError(f"Failed to verify master status: {result.message}; {hint} (--no-voting"
+                             " skips the voting, at the risk of two masters)", EXIT_FAILURE)
+
+
+async def vote_unless_stopped(settings: Settings, rpc: NodeRpcClient, stop: asyncio.Event) -> None:
+    """check_votes, abandoned (MasterStartupError) when SIGTERM or SIGINT comes first."""
+    voting_task = asyncio.ensure_future(check_votes(settings, rpc))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({voting_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not voting_task.done():
+            voting_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await voting_task
+    if voting_task.cancelled():
+        raise MasterStartupError("stopped by a signal during the master voting")
+    voting_task.result()
 
 
 def confirm_no_voting(ask: Callable[[], str] | None = None) -> bool:
@@ -214,6 +272,12 @@ async def serve(settings: Settings, ready: Callable[..., None], early_signal: li
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP received; nothing to reload"))
     rpc = NodeRpcClient(paths)
+    if not settings.no_voting:
+        try:
+            await vote_unless_stopped(settings, rpc, stop)
+        except BaseException:
+            await rpc.close()
+            raise
     replicator = QueueReplicator(paths, rpc)
     try:
         store = await asyncio.to_thread(JobQueueStore, paths, replicator.replicate,
@@ -266,20 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     if settings.no_voting and not settings.yes_do_it and not confirm_no_voting():
         sys.stderr.write("Aborting.\n")
         return EXIT_FAILURE
-    with detached(settings.foreground) as ready:
+    with detached(settings.foreground, name="ganeti-masterd") as ready:
         early_signal: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, _f: early_signal.append(s))
-        pidfile = PidFile(settings.pid_file)
+        pidfile = PidFile(settings.pid_file, daemon="ganeti-masterd")
         try:
             setup_logging(settings)
             if settings.no_voting:
                 log.warning("started with --no-voting: not asking the other nodes whether this node is"
                             " the master")
-            else:
-                log.warning("master voting is not implemented yet (it needs the cluster configuration);"
-                            " relying on ssconf_master_node, which names this node (%s)",
-                            settings.paths.hostname)
             try:
                 pidfile.acquire()
             except StartupError as err:

@@ -255,10 +255,11 @@ class LogFiles:
 
 
 class PidFile:
-    """$RUN_DIR/ganeti-noded.pid, locked while the daemon runs."""
+    """A daemon's pid file ($RUN_DIR/<daemon>.pid), locked while the daemon runs."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, daemon: str = "ganeti-noded") -> None:
         self.path = path
+        self.daemon = daemon
         self.fd: int | None = None
 
     def acquire(self) -> None:
@@ -270,7 +271,7 @@ class PidFile:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EACCES):
-                raise StartupError(f"another ganeti-noded (pid {other or '?'}) is running for "
+                raise StartupError(f"another {self.daemon} (pid {other or '?'}) is running for "
                                    f"this node: {self.path} is locked") from err
             raise
         os.ftruncate(fd, 0)
@@ -298,7 +299,7 @@ def lock_memory() -> None:
 
 
 @contextlib.contextmanager
-def detached(foreground: bool) -> Iterator[Any]:
+def detached(foreground: bool, name: str = "ganeti-noded") -> Iterator[Any]:
     """Run the body in a detached grandchild; the caller exits with its start-up status.
 
     Yields a `ready(error)` callable that the body calls once it listens (error
@@ -314,7 +315,7 @@ def detached(foreground: bool) -> Iterator[Any]:
             msg = r.read().decode(errors="replace")
         if msg == "ok":
             os._exit(0)
-        sys.stderr.write(f"ganeti-noded: {msg or 'the daemon exited during start-up'}\n")
+        sys.stderr.write(f"{name}: {msg or 'the daemon exited during start-up'}\n")
         os._exit(1)
     os.close(rfd)
     os.setsid()

@@ -301,6 +301,7 @@ def test_luxi_sockets_are_mode_0660(master: Master) -> None:
 def test_second_master_on_the_same_node_is_refused(master: Master) -> None:
     done = master.run_masterd()
     assert done.returncode == 1 and "another ganeti-masterd is running" in done.stderr
+    assert done.stderr.startswith("ganeti-masterd: ")
 
 
 def test_master_refuses_to_start_on_a_node_that_is_not_the_master(tmp_path: Path) -> None:

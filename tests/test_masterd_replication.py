@@ -123,9 +123,10 @@ def start_cluster(base: Path, live: dict[str, str], dead: dict[str, str] | None 
             "node_primary_ips": "\n".join(f"{n} {a}" for n, a in addresses.items())})
         Path(master.paths.data_dir, "node-grpc-ports").write_text(
             "# our node daemons' gRPC ports\n" + "".join(f"{n} {p}\n" for n, p in ports.items()))
-        # the master's own gRPC door on a free port: several masters run on 127.0.0.1 in these tests
-        done = subprocess.run([MASTERD, "--grpc-port", str(free_port("127.0.0.1"))], env=master.env,
-                              capture_output=True, text=True, timeout=30)
+        # the master's own gRPC door on a free port: several masters run on 127.0.0.1 in these tests;
+        # no start-up voting: node1 runs no node daemon here and the candidates' ssconf names no master
+        done = subprocess.run([MASTERD, "--grpc-port", str(free_port("127.0.0.1")), "--no-voting",
+                               "--yes-do-it"], env=master.env, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
     except BaseException:
         stop()

@@ -2,9 +2,12 @@
 
 The master distributes the ssconf keys a master daemon and the command line
 tools need (master_netdev, primary_ip_family, release_version, beside those
-written earlier) with write_ssconf_files, then starts ganeti-masterd
-(detached) with node1's GANETI_ROOTDIR and GANETI_HOSTNAME; the tools find
-its LUXI socket through the same two variables. SIGTERM stops it.
+written earlier) with write_ssconf_files, writes the node daemons' gRPC
+ports in node1's $DATA_DIR/node-grpc-ports (they do not listen on 1812),
+then starts ganeti-masterd (detached) with node1's GANETI_ROOTDIR and
+GANETI_HOSTNAME: it asks both node daemons which node is the master (the
+start-up voting) before it serves. The tools find its LUXI socket through
+the same two variables. SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +69,10 @@ class MasterDaemon:
         self.pid = int(self.pid_file.read_text().strip())
         show("ganeti-masterd", f"pid {self.pid}, LUXI on {self.node.paths.run_dir}/socket/ganeti-query,"
                                f" gRPC on {self.node.address}:{grpc_port}")
+        log = Path(self.node.paths.log_dir, "master-daemon.log").read_text()
+        for line in log.splitlines():
+            if "master voting: " in line:
+                show("ganeti-masterd", line.split("master voting: ", 1)[1])
 
     def stop(self) -> bool:
         """SIGTERM (then SIGKILL after 20 s); whether it stopped by itself."""
@@ -94,10 +101,21 @@ class MasterDaemon:
         return done
 
 
-def run(master: MasterDaemon, cert: str) -> None:
+def write_grpc_ports(master: Node, nodes: Sequence[Node]) -> None:
+    """node1's $DATA_DIR/node-grpc-ports: where the master reaches each node daemon's gRPC door."""
+    path = Path(master.paths.data_dir, "node-grpc-ports")
+    path.write_text("".join(f"{n.name} {n.grpc_port}\n" for n in nodes))
+    show(str(path), ", ".join(f"{n.name} {n.grpc_port}" for n in nodes))
+
+
+def run(master: MasterDaemon, cert: str, nodes: Sequence[Node] = ()) -> None:
+    """The master part of the demo; `nodes` (every node daemon, node1's included) vote at its start."""
     node = master.node
     say("the master's ssconf on node1 (write_ssconf_files: " + ", ".join(MASTER_SSCONF) + ")")
     show("node1 write_ssconf_files", node.must("write_ssconf_files", MASTER_SSCONF, cert=cert))
+    if nodes:
+        say("the node daemons' gRPC ports, for the master's start-up voting (each node names node1)")
+        write_grpc_ports(node, nodes)
     say("starting our ganeti-masterd on node1 (detached; GANETI_ROOTDIR and GANETI_HOSTNAME of node1)")
     master.start()
     say("our gnt-* tools talk LUXI to it")

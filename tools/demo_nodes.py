@@ -161,7 +161,7 @@ def main() -> int:
         with demo_instance.qemus_killed(nodes) as qemu_pids, demo_master.master_stopped(nodes[0]) as master:
             master_cert = node_daemons(state, nodes)
             demo_instance.run(nodes, master_cert, state / "shared-storage", qemu_pids)
-            demo_master.run(master, master_cert)
+            demo_master.run(master, master_cert, nodes)
     except (DemoFailed, OSError, ValueError, KeyError, TimeoutError) as err:
         failure = str(err) or type(err).__name__
     except Exception as err:  # anything else is a bug of the demo: still tear down, say what it was
