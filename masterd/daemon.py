@@ -32,6 +32,12 @@
   node without the cluster certificate ($DATA_DIR/server.pem, written by
   cluster init) serves LUXI only and says so in its log; with it, a door
   that cannot open (unknown address, port in use) stops the start.
+* The cluster configuration: $DATA_DIR/config.data is loaded before the
+  voting (masterd.confmgr; node addresses for every node RPC then come from
+  its primary IPs); an unreadable or corrupt file stops the start with exit
+  status 1. Without the file the master serves from ssconf only. Opcodes
+  change it through the ConfigManager, which writes it and distributes it
+  (config.data to the online candidates, ssconf to the online nodes).
 * At start: the job queue's restart rule (jobs that were running or waiting
   end in error), then queued jobs run.
 * Every job queue change is replicated to the other master candidates
@@ -60,6 +66,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from masterd import ssconf, voting
+from masterd.config.model import ConfigError
+from masterd.confmgr import ConfigManager
 from masterd.engine import DEFAULT_MAX_RUNNING, JobEngine
 from masterd.grpc_api import MasterApi
 from masterd.grpc_server import (
@@ -272,6 +280,12 @@ async def serve(settings: Settings, ready: Callable[..., None], early_signal: li
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP received; nothing to reload"))
     rpc = NodeRpcClient(paths)
+    config = ConfigManager(paths, rpc)
+    try:
+        await asyncio.to_thread(config.load)
+    except ConfigError as err:
+        await rpc.close()
+        raise MasterStartupError(f"cannot load the cluster configuration: {err}") from err
     if not settings.no_voting:
         try:
             await vote_unless_stopped(settings, rpc, stop)
@@ -288,13 +302,13 @@ async def serve(settings: Settings, ready: Callable[..., None], early_signal: li
     candidates = replicator.candidates()
     log.info("job queue replicated to %s", ", ".join(candidates) if candidates
              else "no other node (ssconf_master_candidates names no other master candidate)")
-    engine = JobEngine(store, paths, rpc, max_running=settings.max_running)
+    engine = JobEngine(store, paths, rpc, max_running=settings.max_running, config=config)
     server: LuxiServer | None = None
     door: GrpcDoor | None = None
     try:
         await engine.start()
         os.makedirs(paths.socket_dir, exist_ok=True)
-        handler = LuxiHandler(engine, paths)
+        handler = LuxiHandler(engine, paths, config)
         server = LuxiServer.for_paths(handler, paths)
         try:
             await server.start()

@@ -63,8 +63,9 @@ the next start. Queued jobs stay queued and run after the restart.
 
 Interface::
 
-    engine = JobEngine(store, paths, node_rpc=None, max_running=25, filters=None)
+    engine = JobEngine(store, paths, node_rpc=None, max_running=25, filters=None, config=None)
                                                   # filters: a FilterStore (default: $DATA_DIR's)
+                                                  # config: the ConfigManager given to every opcode
     await engine.start()                          # restart rule, then queued jobs run
     await engine.submit(ops, ignore_drain=False) -> job id   (GenericError "Queue drained",
                                                               RequestParseError for bad opcodes)
@@ -99,6 +100,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from masterd.confmgr import ConfigManager
 from masterd.filters.rules import PAUSE, REJECT, FilterRule, RuleError, applying_rule, is_uuid
 from masterd.filters.store import FilterStore
 from masterd.groupcommit import GroupCommitter
@@ -189,12 +191,13 @@ class _PublishedJobs:
 class JobEngine:
     def __init__(self, store: JobQueueStore, paths: Paths, node_rpc: NodeRpcClient | None = None,
                  max_running: int = DEFAULT_MAX_RUNNING, write_threads: int = 8,
-                 filters: FilterStore | None = None) -> None:
+                 filters: FilterStore | None = None, config: ConfigManager | None = None) -> None:
         if max_running < 1:
             raise ValueError("max_running must be at least 1")
         self.store = store
         self.paths = paths
         self.node_rpc = node_rpc
+        self.config = config
         self.max_running = max_running
         self.locks = LockManager()
         self.filters = filters if filters is not None else FilterStore.for_paths(paths)
@@ -559,7 +562,7 @@ class JobEngine:
         async def feedback(log_type: str, message: Any) -> None:
             await self._feedback(entry, index, log_type, message)
 
-        ctx = OpContext(job.id, index, self.paths, self.node_rpc, feedback)
+        ctx = OpContext(job.id, index, self.paths, self.node_rpc, feedback, self.config)
         impl = impl_class(dict(op.input), ctx)
         try:
             requests = [(Level.CLUSTER, [BGL], not impl_class.req_bgl), *impl.locks()]

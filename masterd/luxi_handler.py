@@ -10,7 +10,13 @@ The rest answer GenericError "not implemented"
 (masterd.luxi.methods.UnimplementedHandler); PickupJob answers luxid's
 "internal use only".
 
-Answers without a cluster configuration (until issue 5): Query and
+With a cluster configuration (masterd.confmgr: config.data loaded at the
+master's start), Query/QueryFields of node and group, QueryNodes and
+QueryGroups answer from it (masterd.query.config_query; node live fields
+through node_info to the online nodes), and QueryClusterInfo /
+QueryConfigValues read the cluster from it.
+
+Answers without a cluster configuration: Query and
 QueryFields of node, instance, group, network, export answer with the real
 field tables and no rows; asking for named objects fails as luxid does for
 an unknown name (OpPrereqError "<Kind> name X not found", unknown_entity);
@@ -22,7 +28,7 @@ SetWatcherPause writes (or removes) $DATA_DIR/watcher.pause on this node,
 master candidate's node daemon to do it, which comes with the candidate list
 (issue 5).
 
-    handler = LuxiHandler(engine, paths)
+    handler = LuxiHandler(engine, paths, config=None)   # config: masterd.confmgr.ConfigManager
     LuxiServer.for_paths(handler, paths)
 """
 
@@ -35,6 +41,8 @@ import os
 from typing import Any
 
 from masterd import ssconf
+from masterd.config.model import ConfigData
+from masterd.confmgr import ConfigManager
 from masterd.engine import JobEngine
 from masterd.filters.query import query_filter_rules, query_filter_rules_classic
 from masterd.jqueue.durable import write_durably
@@ -42,6 +50,8 @@ from masterd.luxi.methods import UnimplementedHandler
 from masterd.luxi.protocol import GanetiError, OpPrereqError, RequestParseError
 from masterd.ops.cluster import cluster_info
 from masterd.ops.tags import read_cluster_tags
+from masterd.query.config_query import RESOURCES as CONFIG_RESOURCES
+from masterd.query.config_query import classic_from_config, query_from_config, select
 from masterd.query.engine import Resource, classic_rows, query_fields, resource_definitions, run_query
 from masterd.query.errors import QueryError
 from masterd.query.fields import UNAVAILABLE, FieldRegistry
@@ -77,9 +87,14 @@ def _empty_resource(what: str) -> Resource[Any]:
 
 
 class LuxiHandler(UnimplementedHandler):
-    def __init__(self, engine: JobEngine, paths: Paths) -> None:
+    def __init__(self, engine: JobEngine, paths: Paths, config: ConfigManager | None = None) -> None:
         self.engine = engine
         self.paths = paths
+        self.config = config
+
+    def _cfg(self) -> ConfigData | None:
+        """The master's configuration, or None when it has none (ssconf-only behaviour)."""
+        return self.config.current if self.config is not None and self.config.present else None
 
     # -- jobs --------------------------------------------------------------------------
     async def submit_job(self, ops: list[dict[str, Any]]) -> int:
@@ -141,6 +156,9 @@ class LuxiHandler(UnimplementedHandler):
             if what == "filter":
                 return query_filter_rules(self.engine.filter_rules(), fields, qfilter)
             resource_definitions(_registry(), what, "Query")
+            cfg = self._cfg()
+            if cfg is not None and what in CONFIG_RESOURCES:
+                return await query_from_config(what, cfg, self.engine.node_rpc, fields, qfilter)
             resource = _empty_resource(what)
             names = requested_names(qfilter, resource.namefield)
             if names:
@@ -164,15 +182,24 @@ class LuxiHandler(UnimplementedHandler):
         except QueryError as err:
             raise as_luxi_error(err) from None
 
+    async def _classic(self, what: str, names: list[str], fields: list[str]) -> list[list[Any]]:
+        cfg = self._cfg()
+        if cfg is None:
+            return self._classic_empty(what, names, fields)
+        try:
+            return await classic_from_config(what, cfg, self.engine.node_rpc, names, fields)
+        except QueryError as err:
+            raise as_luxi_error(err) from None
+
     async def query_nodes(self, names: list[str], fields: list[str], use_locking: bool) -> list[list[Any]]:
-        return self._classic_empty("node", names, fields)
+        return await self._classic("node", names, fields)
 
     async def query_instances(self, names: list[str], fields: list[str],
                               use_locking: bool) -> list[list[Any]]:
         return self._classic_empty("instance", names, fields)
 
     async def query_groups(self, names: list[str], fields: list[str], use_locking: bool) -> list[list[Any]]:
-        return self._classic_empty("group", names, fields)
+        return await self._classic("group", names, fields)
 
     async def query_networks(self, names: list[str], fields: list[str],
                              use_locking: bool) -> list[list[Any]]:
@@ -183,15 +210,20 @@ class LuxiHandler(UnimplementedHandler):
             raise OpPrereqError(f"Node name {nodes[0]} not found", "unknown_entity")
         return {}
 
+    async def _cluster_info(self) -> dict[str, Any]:
+        cfg = self._cfg()
+        return await asyncio.to_thread(cluster_info, self.paths, cfg.tree if cfg is not None else None)
+
     async def query_cluster_info(self) -> dict[str, Any]:
-        return await asyncio.to_thread(cluster_info, self.paths)
+        return await self._cluster_info()
 
     async def query_config_values(self, names: list[str]) -> list[Any]:
-        info = await asyncio.to_thread(cluster_info, self.paths)
+        info = await self._cluster_info()
         pause = await asyncio.to_thread(self._watcher_pause)
+        cfg = self._cfg()
         values = {
             "cluster_name": info["name"],
-            "master_node": ssconf.master_node(self.paths),
+            "master_node": cfg.master_node.name if cfg is not None else ssconf.master_node(self.paths),
             "drain_flag": self.engine.is_drained(),
             "watcher_pause": pause,
             "modify_ssh_setup": info["modify_ssh_setup"],
@@ -208,6 +240,15 @@ class LuxiHandler(UnimplementedHandler):
             return None
 
     async def query_tags(self, kind: str, name: str) -> list[str]:
+        cfg = self._cfg()
+        if cfg is not None and kind in ("node", "nodegroup"):
+            what = "node" if kind == "node" else "group"
+            section = cfg.tree["nodes"] if what == "node" else cfg.tree["nodegroups"]
+            try:
+                [uuid] = select(cfg, what, [name])
+            except QueryError as err:
+                raise as_luxi_error(err) from None
+            return list(section[uuid].get("tags") or [])
         if kind != "cluster":
             raise OpPrereqError(f"{_KIND_NAMES.get(kind, kind.capitalize())} name {name} not found",
                                 "unknown_entity")

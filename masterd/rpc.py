@@ -25,6 +25,9 @@ Interface (every multi-node call runs on the nodes in parallel and answers
     await client.upload_file_single(nodes, file_name, (encoding, data), mode, user, group, atime, mtime)
     await client.write_ssconf_files(nodes, {key: [line, ...] or "text"})
     await client.master_node_name(nodes)   # {name: (answer, None) or (None, "error text")}
+    await client.node_info(nodes, storage_units, hv_specs)
+        # {name: ([boot_id, storage, hv_info], None) or (None, "error text")} (Ganeti's legacy result)
+    client.set_addresses({name: ip} | None)  # node addresses from the configuration (None: ssconf)
     await client.close()
 """
 
@@ -34,10 +37,12 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
 
+from compat_jsonrpc.codec import request_from_args, result_from_response
 from generated.ganeti.node.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -45,6 +50,8 @@ from generated.ganeti.node.v1 import (
     files_pb2_grpc,
     jobqueue_pb2,
     jobqueue_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
     objects_pb2,
 )
 from masterd import ssconf
@@ -61,6 +68,8 @@ RPC_MARGIN = 30.0
 MASTER_NODE_NAME_TIMEOUT = 60.0
 #: Seconds a job queue replication call may take (Ganeti's RPC_TMO_URGENT).
 JOBQUEUE_TIMEOUT = 60.0
+#: Seconds a node_info call may take (Ganeti's RPC_TMO_URGENT).
+NODE_INFO_TIMEOUT = 60.0
 #: Seconds a file distribution call (upload_file_single, write_ssconf_files) may take.
 FILES_TIMEOUT = 60.0
 
@@ -78,6 +87,10 @@ class NodeRpcClient:
         self._ports = dict(ports) if ports is not None else None
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._credentials: grpc.ChannelCredentials | None = None
+
+    def set_addresses(self, addresses: Mapping[str, str] | None) -> None:
+        """Use these node addresses from now on (the configuration's primary IPs); None: ssconf."""
+        self._addresses = dict(addresses) if addresses is not None else None
 
     def _creds(self) -> grpc.ChannelCredentials:
         if self._credentials is None:
@@ -223,6 +236,30 @@ class NodeRpcClient:
                 stub = cluster_pb2_grpc.ClusterServiceStub(channel)
                 reply = await stub.MasterNodeName(request, timeout=timeout)
                 answers[node] = reply.master_node
+                return reply
+            return call
+        failures = await asyncio.gather(*(self._call_one(n, asking(n)) for n in unique))
+        return {node: (answers[node], None) if failure is None else (None, failure)
+                for node, failure in zip(unique, failures, strict=True)}
+
+    async def node_info(self, nodes: Sequence[str], storage_units: Sequence[Sequence[Any]] | None,
+                        hv_specs: Sequence[Sequence[Any]] | None, timeout: float = NODE_INFO_TIMEOUT
+                        ) -> dict[str, tuple[Any, str | None]]:
+        """Each node's node_info: ``(legacy result, None)`` or ``(None, failure text)``.
+
+        The legacy result is ``[boot_id, [storage space...], [hypervisor info...]]``.
+        """
+        args = [None if storage_units is None else [list(u) for u in storage_units],
+                None if hv_specs is None else [list(h) for h in hv_specs]]
+        request = request_from_args(node_pb2.NodeInfoRequest, args, "node_info")
+        unique = list(dict.fromkeys(nodes))
+        answers: dict[str, Any] = {}
+
+        def asking(node: str) -> Callable[[grpc.aio.Channel], Awaitable[object]]:
+            async def call(channel: grpc.aio.Channel) -> object:
+                stub = node_pb2_grpc.NodeServiceStub(channel)
+                reply = await stub.NodeInfo(request, timeout=timeout)
+                answers[node] = result_from_response(reply)
                 return reply
             return call
         failures = await asyncio.gather(*(self._call_one(n, asking(n)) for n in unique))

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from masterd.ops.base import OpContext, Operation
 from masterd.ops.cluster import ClusterQuery
+from masterd.ops.redist_conf import ClusterRedistConf
 from masterd.ops.tags import TagsDel, TagsGet, TagsSet
 from masterd.ops.test_delay import TestDelay
 
 REGISTRY: dict[str, type[Operation]] = {
-    cls.op_id: cls for cls in (TestDelay, ClusterQuery, TagsGet, TagsSet, TagsDel)
+    cls.op_id: cls for cls in (TestDelay, ClusterQuery, ClusterRedistConf, TagsGet, TagsSet, TagsDel)
 }
 
 __all__ = ["REGISTRY", "OpContext", "Operation"]

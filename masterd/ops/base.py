@@ -17,7 +17,9 @@ An implementation is a subclass of `Operation` registered for one OP_ID
    (``[class, [args]]``); any other exception becomes OpExecError(str).
 
 `OpContext` carries the job id, the opcode index, the paths, the node RPC
-client and the feedback channel: ``await ctx.log(msg)`` (Ganeti's Log /
+client, the configuration (masterd.confmgr.ConfigManager: read `current`,
+change through ``async with ctx.config.change() as cfg``) and the feedback
+channel: ``await ctx.log(msg)`` (Ganeti's Log /
 Feedback, an ``ELOG_MESSAGE`` entry, or any log type), ``await
 ctx.log_info(fmt, *args)`` (LogInfo: " - INFO: ..."). Each entry is written
 to the job file and reaches WaitForJobChange before `log` returns.
@@ -34,6 +36,7 @@ from masterd.locking import Level, _AllSet
 from noded.paths import Paths
 
 if TYPE_CHECKING:
+    from masterd.confmgr import ConfigManager
     from masterd.rpc import NodeRpcClient
 
 LockRequest = tuple[Level, Iterable[str] | _AllSet, bool]
@@ -49,6 +52,8 @@ class OpContext:
     paths: Paths
     node_rpc: NodeRpcClient | None
     feedback: Feedback
+    #: The master's cluster configuration (None in engines built without one, e.g. in tests).
+    config: ConfigManager | None = None
 
     async def log(self, message: Any, log_type: str = ELOG_MESSAGE) -> None:
         await self.feedback(log_type, message)

@@ -3,7 +3,9 @@
 Every key of luxid 3.0.2's answer is present (luxi-protocol.md §9; a missing
 key is a traceback in the real CLI). Values, in order of precedence:
 
-1. the cluster section of $DATA_DIR/config.data when the file exists (its
+1. the cluster section of the master's configuration (masterd.confmgr, the
+   copy in memory; without a ConfigManager, $DATA_DIR/config.data when the
+   file exists) (its
    keys are the answer's keys, with cluster_name -> name and master_node (a
    node uuid) -> master through the nodes section);
 2. ssconf: cluster_name, master_node, master_netdev, master_netmask,
@@ -14,8 +16,7 @@ key is a traceback in the real CLI). Values, in order of precedence:
    machine's architecture.
 
 Tags come from masterd.ops.tags (the cluster tags file) unless config.data
-has them. The cluster state proper (config.data owned by the master) is
-issue 5.
+has them.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def _from_config(config: dict[str, Any], info: dict[str, Any]) -> None:
         info["default_hypervisor"] = hypervisors[0] if hypervisors else None
 
 
-def cluster_info(paths: Paths) -> dict[str, Any]:
-    """The QueryClusterInfo answer (see the module docstring)."""
+def cluster_info(paths: Paths, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The QueryClusterInfo answer (see the module docstring); `config`: the configuration tree."""
     info = copy.deepcopy(_defaults())
     info.update({
         "software_version": SOFTWARE_VERSION, "protocol_version": PROTOCOL_VERSION,
@@ -118,7 +119,8 @@ def cluster_info(paths: Paths) -> dict[str, Any]:
     except OSError:
         info["ctime"] = info["mtime"] = 0.0
     _from_ssconf(paths, info)
-    config = ssconf.load_config(paths)
+    if config is None:
+        config = ssconf.load_config(paths)
     if config is not None:
         _from_config(config, info)
     return info
@@ -131,4 +133,6 @@ class ClusterQuery(Operation):
     req_bgl: ClassVar[bool] = False
 
     async def exec(self) -> Any:
-        return cluster_info(self.ctx.paths)
+        manager = self.ctx.config
+        tree = manager.current.tree if manager is not None and manager.present else None
+        return cluster_info(self.ctx.paths, tree)

@@ -1,4 +1,7 @@
-"""gnt-cluster: info, version and queue drain|undrain|info, as Ganeti 3.0 prints them.
+"""gnt-cluster: init, destroy, info, version and queue drain|undrain|info, as Ganeti 3.0 does them.
+
+`init` and `destroy` (Ganeti's bootstrap, with our daemons) live in
+tools.gnt.cluster_init.
 
 LUXI use (cli-needs.md §1): `info` and `version` send QueryClusterInfo;
 `queue drain|undrain` SetDrainFlag [bool]; `queue info` QueryConfigValues
@@ -17,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from masterd.query.fields import nice_sort_key
+from tools.gnt import cluster_init
 from tools.gnt.command import ARGS_NONE, EXIT_SUCCESS, Args, Command, Context, generic_main, option
 from tools.gnt.errors import ECODE_INVAL, GanetiError, protocol_error
 from tools.gnt.output import format_time, print_generic_info, to_roman, to_stdout
@@ -210,12 +214,13 @@ COMMANDS: dict[str, Command] = {
     "info": Command(show_cluster_config, ARGS_NONE, [ROMAN_OPT], "[--roman]", "Show cluster configuration"),
     "version": Command(show_cluster_version, ARGS_NONE, [], "", "Shows the cluster version"),
     "queue": Command(queue_ops, [Args(min=1, max=1)], [], "drain|undrain|info", "Change queue properties"),
+    **cluster_init.COMMANDS,
 }
 
 ALIASES = {"show": "info", "masterfailover": "master-failover"}
 
 #: Ganeti's other gnt-cluster commands, to come (issue 5 and later).
-PLANNED = ("init", "destroy", "rename", "redist-conf", "verify", "verify-disks", "repair-disk-sizes",
+PLANNED = ("rename", "redist-conf", "verify", "verify-disks", "repair-disk-sizes",
            "master-failover", "master-ping", "getmaster", "copyfile", "command", "list-tags", "add-tags",
            "remove-tags", "search-tags", "watcher", "modify", "renew-crypto", "epo", "activate-master-ip",
            "deactivate-master-ip", "show-ispecs-cmd", "upgrade")
