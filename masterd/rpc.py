@@ -27,6 +27,9 @@ Interface (every multi-node call runs on the nodes in parallel and answers
     await client.master_node_name(nodes)   # {name: (answer, None) or (None, "error text")}
     await client.node_info(nodes, storage_units, hv_specs)
         # {name: ([boot_id, storage, hv_info], None) or (None, "error text")} (Ganeti's legacy result)
+    await client.version(nodes)    # {name: (protocol version, None) or (None, "error text")}
+    await client.node_demote_from_mc(nodes)   # {name: None | "error text"}: drop config.data
+    await client.node_crypto_tokens(nodes)    # {name: (client cert digest "AA:..", None) or (None, "error")}
     client.set_addresses({name: ip} | None)  # node addresses from the configuration (None: ssconf)
     await client.close()
 """
@@ -70,6 +73,10 @@ MASTER_NODE_NAME_TIMEOUT = 60.0
 JOBQUEUE_TIMEOUT = 60.0
 #: Seconds a node_info call may take (Ganeti's RPC_TMO_URGENT).
 NODE_INFO_TIMEOUT = 60.0
+#: Seconds a node_demote_from_mc call may take (Ganeti's RPC_TMO_FAST).
+DEMOTE_TIMEOUT = 60.0
+#: Seconds a node_crypto_tokens call may take (Ganeti's RPC_TMO_SLOW).
+CRYPTO_TOKENS_TIMEOUT = 900.0
 #: Seconds a file distribution call (upload_file_single, write_ssconf_files) may take.
 FILES_TIMEOUT = 60.0
 
@@ -260,6 +267,59 @@ class NodeRpcClient:
                 stub = node_pb2_grpc.NodeServiceStub(channel)
                 reply = await stub.NodeInfo(request, timeout=timeout)
                 answers[node] = result_from_response(reply)
+                return reply
+            return call
+        failures = await asyncio.gather(*(self._call_one(n, asking(n)) for n in unique))
+        return {node: (answers[node], None) if failure is None else (None, failure)
+                for node, failure in zip(unique, failures, strict=True)}
+
+    async def version(self, nodes: Sequence[str], timeout: float = MASTER_NODE_NAME_TIMEOUT
+                      ) -> dict[str, tuple[int | None, str | None]]:
+        """Each node's protocol version (PROTOCOL_VERSION): ``(version, None)`` or ``(None, error)``."""
+        request = cluster_pb2.VersionRequest()
+        unique = list(dict.fromkeys(nodes))
+        answers: dict[str, int] = {}
+
+        def asking(node: str) -> Callable[[grpc.aio.Channel], Awaitable[object]]:
+            async def call(channel: grpc.aio.Channel) -> object:
+                stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+                reply = await stub.Version(request, timeout=timeout)
+                answers[node] = reply.protocol_version
+                return reply
+            return call
+        failures = await asyncio.gather(*(self._call_one(n, asking(n)) for n in unique))
+        return {node: (answers[node], None) if failure is None else (None, failure)
+                for node, failure in zip(unique, failures, strict=True)}
+
+    async def node_demote_from_mc(self, nodes: Sequence[str],
+                                  timeout: float = DEMOTE_TIMEOUT) -> dict[str, str | None]:
+        """Demote the nodes from master candidate: each backs up and removes its config.data."""
+        request = node_pb2.NodeDemoteFromMcRequest()
+
+        async def call(channel: grpc.aio.Channel) -> object:
+            stub = node_pb2_grpc.NodeServiceStub(channel)
+            return await stub.NodeDemoteFromMc(request, timeout=timeout)
+        return await self._on_nodes(nodes, call)
+
+    async def node_crypto_tokens(self, nodes: Sequence[str], timeout: float = CRYPTO_TOKENS_TIMEOUT
+                                 ) -> dict[str, tuple[str | None, str | None]]:
+        """Each node's client certificate digest (the "ssl" token, action "get").
+
+        Per node ``(digest, None)``, or ``(None, failure text)``.
+        """
+        request = node_pb2.NodeCryptoTokensRequest(
+            token_request=[node_pb2.CryptoTokenRequest(token_type="ssl", action="get")])
+        unique = list(dict.fromkeys(nodes))
+        answers: dict[str, str] = {}
+
+        def asking(node: str) -> Callable[[grpc.aio.Channel], Awaitable[object]]:
+            async def call(channel: grpc.aio.Channel) -> object:
+                stub = node_pb2_grpc.NodeServiceStub(channel)
+                reply = await stub.NodeCryptoTokens(request, timeout=timeout)
+                tokens = [token.token for token in reply.tokens if token.token_type == "ssl"]
+                if not tokens:
+                    raise NodeRpcError(f"node {node} returned no ssl token")
+                answers[node] = tokens[0]
                 return reply
             return call
         failures = await asyncio.gather(*(self._call_one(n, asking(n)) for n in unique))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from masterd.ops.base import OpContext, Operation
 from masterd.ops.cluster import ClusterQuery
+from masterd.ops.node_add import NodeAdd, NodeRemove
+from masterd.ops.node_set_params import NodeSetParams
 from masterd.ops.redist_conf import ClusterRedistConf
 from masterd.ops.tags import TagsDel, TagsGet, TagsSet
 from masterd.ops.test_delay import TestDelay
@@ -18,5 +20,8 @@ from masterd.ops.test_delay import TestDelay
 REGISTRY: dict[str, type[Operation]] = {
     cls.op_id: cls for cls in (TestDelay, ClusterQuery, ClusterRedistConf, TagsGet, TagsSet, TagsDel)
 }
+
+REGISTRY[NodeSetParams.op_id] = NodeSetParams
+REGISTRY.update({NodeAdd.op_id: NodeAdd, NodeRemove.op_id: NodeRemove})
 
 __all__ = ["REGISTRY", "OpContext", "Operation"]
