@@ -562,7 +562,8 @@ class JobEngine:
         async def feedback(log_type: str, message: Any) -> None:
             await self._feedback(entry, index, log_type, message)
 
-        ctx = OpContext(job.id, index, self.paths, self.node_rpc, feedback, self.config)
+        ctx = OpContext(job.id, index, self.paths, self.node_rpc, feedback, self.config,
+                        submit_jobs=self.submit_many)
         impl = impl_class(dict(op.input), ctx)
         try:
             requests = [(Level.CLUSTER, [BGL], not impl_class.req_bgl), *impl.locks()]

@@ -73,6 +73,8 @@ MASTER_NODE_NAME_TIMEOUT = 60.0
 JOBQUEUE_TIMEOUT = 60.0
 #: Seconds a node_info call may take (Ganeti's RPC_TMO_URGENT).
 NODE_INFO_TIMEOUT = 60.0
+#: node_verify runs many checks on the node (Ganeti: RPC_TMO_NORMAL).
+NODE_VERIFY_TIMEOUT = 120.0
 #: Seconds a node_demote_from_mc call may take (Ganeti's RPC_TMO_FAST).
 DEMOTE_TIMEOUT = 60.0
 #: Seconds a node_crypto_tokens call may take (Ganeti's RPC_TMO_SLOW).
@@ -266,6 +268,26 @@ class NodeRpcClient:
             async def call(channel: grpc.aio.Channel) -> object:
                 stub = node_pb2_grpc.NodeServiceStub(channel)
                 reply = await stub.NodeInfo(request, timeout=timeout)
+                answers[node] = result_from_response(reply)
+                return reply
+            return call
+        failures = await asyncio.gather(*(self._call_one(n, asking(n)) for n in unique))
+        return {node: (answers[node], None) if failure is None else (None, failure)
+                for node, failure in zip(unique, failures, strict=True)}
+
+    async def node_verify(self, nodes: Sequence[str], checks: Mapping[str, Any], cluster_name: str,
+                          all_hvparams: Mapping[str, Any] | None, timeout: float = NODE_VERIFY_TIMEOUT
+                          ) -> dict[str, tuple[Any, str | None]]:
+        """Each node's node_verify: ``(legacy result {check: answer}, None)`` or ``(None, failure text)``."""
+        args = [dict(checks), cluster_name, None if all_hvparams is None else dict(all_hvparams)]
+        request = request_from_args(node_pb2.NodeVerifyRequest, args, "node_verify")
+        unique = list(dict.fromkeys(nodes))
+        answers: dict[str, Any] = {}
+
+        def asking(node: str) -> Callable[[grpc.aio.Channel], Awaitable[object]]:
+            async def call(channel: grpc.aio.Channel) -> object:
+                stub = node_pb2_grpc.NodeServiceStub(channel)
+                reply = await stub.NodeVerify(request, timeout=timeout)
                 answers[node] = result_from_response(reply)
                 return reply
             return call

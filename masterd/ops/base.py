@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 LockRequest = tuple[Level, Iterable[str] | _AllSet, bool]
 Feedback = Callable[[str, Any], Awaitable[None]]
+SubmitJobs = Callable[[list[list[dict[str, Any]]]], Awaitable[list[list[Any]]]]
 
 
 @dataclass
@@ -54,6 +55,9 @@ class OpContext:
     feedback: Feedback
     #: The master's cluster configuration (None in engines built without one, e.g. in tests).
     config: ConfigManager | None = None
+    #: Submit more jobs (the engine's submit_many: ``[[true, id] | [false, message], ...]``); Ganeti's
+    #: SubmitManyJobs from inside an opcode (OP_CLUSTER_VERIFY's child jobs). None: not available.
+    submit_jobs: SubmitJobs | None = None
 
     async def log(self, message: Any, log_type: str = ELOG_MESSAGE) -> None:
         await self.feedback(log_type, message)

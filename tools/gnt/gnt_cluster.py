@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from masterd.query.fields import nice_sort_key
-from tools.gnt import cluster_init
+from tools.gnt import cluster_init, failover
 from tools.gnt.command import ARGS_NONE, EXIT_SUCCESS, Args, Command, Context, generic_main, option
 from tools.gnt.errors import ECODE_INVAL, GanetiError, protocol_error
 from tools.gnt.output import format_time, print_generic_info, to_roman, to_stdout
@@ -215,13 +215,14 @@ COMMANDS: dict[str, Command] = {
     "version": Command(show_cluster_version, ARGS_NONE, [], "", "Shows the cluster version"),
     "queue": Command(queue_ops, [Args(min=1, max=1)], [], "drain|undrain|info", "Change queue properties"),
     **cluster_init.COMMANDS,
+    **failover.COMMANDS,
 }
 
 ALIASES = {"show": "info", "masterfailover": "master-failover"}
 
 #: Ganeti's other gnt-cluster commands, to come (issue 5 and later).
 PLANNED = ("rename", "redist-conf", "verify", "verify-disks", "repair-disk-sizes",
-           "master-failover", "master-ping", "getmaster", "copyfile", "command", "list-tags", "add-tags",
+           "master-ping", "getmaster", "copyfile", "command", "list-tags", "add-tags",
            "remove-tags", "search-tags", "watcher", "modify", "renew-crypto", "epo", "activate-master-ip",
            "deactivate-master-ip", "show-ispecs-cmd", "upgrade")
 

@@ -5,7 +5,8 @@ Interface::
     noded_port(paths, override) -> int         --noded-port, else the services database
                                                (below the root when set), else 1811
     start_noded(paths, address, port, grpc_port) -> int (pid)   our ganeti-noded, detached
-    start_masterd(paths, grpc_port) -> int (pid)                our ganeti-masterd, detached (votes)
+    start_masterd(paths, grpc_port, extra=()) -> int (pid)      our ganeti-masterd, detached (votes;
+                                               extra: more arguments, as --no-voting --yes-do-it)
     call_node(paths, address, port, procedure, *args) -> payload
         one legacy call (JSON over HTTPS, a new TLS connection, $DATA_DIR/client.pem
         as the client certificate, server.pem as trust anchor), as Ganeti's
@@ -25,6 +26,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +103,8 @@ def start_noded(paths: Paths, address: str, port: int, grpc_port: int | None) ->
     return _start(argv, paths, "node daemon", paths.noded_pid_file)
 
 
-def start_masterd(paths: Paths, grpc_port: int | None) -> int:
-    argv = [MASTERD] + (["--grpc-port", str(grpc_port)] if grpc_port is not None else [])
+def start_masterd(paths: Paths, grpc_port: int | None, extra: Sequence[str] = ()) -> int:
+    argv = [MASTERD, *extra] + (["--grpc-port", str(grpc_port)] if grpc_port is not None else [])
     return _start(argv, paths, "master daemon", masterd_pid_file(paths))
 
 

@@ -1,0 +1,263 @@
+"""OP_CLUSTER_VERIFY and its child jobs, checked with Debian's real `gnt-cluster verify`.
+
+One two-node cluster for the module: our gnt-cluster init on node1 (a short
+/tmp root, 127.0.8.x addresses, cluster IP 127.0.8.100 on `lo`, removed in a
+finally), then our `gnt-node add --node-root` for node2. Debian's
+gnt-cluster verify submits OP_CLUSTER_VERIFY, waits for the child jobs and
+prints their log lines. The tests run in file order; tampering comes last.
+Every daemon is stopped by the pid of its root's pid file at the end. The
+unit tests at the top judge node answers without a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from masterd.config.model import Node, new_config
+from masterd.ops.cluster_verify import Verifier, check_config, check_files, check_node_result
+from noded.context import PROTOCOL_VERSION, RELEASE_VERSION
+
+BIN = Path(sys.executable).parent
+OUR_GNT_CLUSTER = str(BIN / "gnt-cluster")
+OUR_GNT_NODE = str(BIN / "gnt-node")
+SBIN = "/usr/sbin"
+ADDRESSES = {"node1": "127.0.8.1", "node2": "127.0.8.2"}
+CLUSTER = "cluster8"
+CLUSTER_IP = "127.0.8.100"
+INIT_ARGS = ("--enabled-hypervisors=fake", "--enabled-disk-templates=file,diskless", "--master-netdev=lo",
+             "--master-grpc-port", "0")
+IGNORED = ("-I", "ENODESETUP", "-I", "ENODEFILESTORAGEPATHUNUSABLE")
+NODE = Node(uuid="u2", name="node2", primary_ip="127.0.8.2", secondary_ip="127.0.8.2", master_candidate=True,
+            drained=False, offline=False, master_capable=True, vm_capable=True, group="g", ndparams={},
+            serial_no=1)
+
+needs_cluster = pytest.mark.skipif(
+    not os.path.exists(f"{SBIN}/gnt-cluster") or not os.path.exists(OUR_GNT_NODE)
+    or shutil.which("ip") is None or os.geteuid() != 0,
+    reason="needs Debian's ganeti package, our console scripts, `ip` and root (the cluster IP goes on lo)")
+
+
+def good_answer(now: float) -> dict[str, object]:
+    return {"version": [PROTOCOL_VERSION, RELEASE_VERSION], "time": [int(now), 0],
+            "hypervisor": {"fake": None}, "nodesetup": []}
+
+
+# -- judging node answers ------------------------------------------------------------------------------
+
+def test_a_good_answer_reports_nothing() -> None:
+    verifier, now = Verifier(), time.time()
+    assert check_node_result(verifier, NODE, good_answer(now), now, now)
+    assert verifier.lines == [] and not verifier.bad
+
+
+def test_a_protocol_mismatch_is_enodeversion() -> None:
+    verifier, now = Verifier(), time.time()
+    answer = dict(good_answer(now), version=[2020000, "2.2"])
+    assert not check_node_result(verifier, NODE, answer, now, now)
+    assert verifier.lines == [f"  - ERROR: node node2: incompatible protocol versions: master"
+                              f" {PROTOCOL_VERSION}, node 2020000"]
+    assert verifier.bad
+
+
+def test_error_codes_give_the_parseable_format() -> None:
+    verifier, now = Verifier(error_codes=True), float(int(time.time()))
+    check_node_result(verifier, NODE, dict(good_answer(now), time=[int(now) - 1000, 0]), now, now)
+    assert verifier.lines == ["  - ERROR:ENODETIME:node:node2:Node time diverges by at least 1000.0s"
+                              " from master node time"]
+
+
+def test_an_ignored_code_is_a_warning_and_not_bad() -> None:
+    verifier, now = Verifier(ignore_errors=frozenset({"ENODESETUP"})), time.time()
+    check_node_result(verifier, NODE, dict(good_answer(now), nodesetup=["no /proc"]), now, now)
+    assert verifier.lines == ["  - WARNING: node node2: node setup error: no /proc"]
+    assert not verifier.bad
+
+
+def test_differing_checksums_are_eclusterfilecheck() -> None:
+    verifier = Verifier(error_codes=True)
+    check_files(verifier, {"/f": ["node1", "node2"]},
+                {"node1": {"/f": "a" * 40}, "node2": {"/f": "b" * 40}})
+    assert verifier.lines == ["  - ERROR:ECLUSTERFILECHECK:cluster::File /f found with 2 different"
+                              " checksums (variant 1 on node1; variant 2 on node2)"]
+
+
+def test_a_missing_file_is_reported() -> None:
+    verifier = Verifier()
+    check_files(verifier, {"/f": ["node1", "node2"]}, {"node1": {"/f": "a" * 40}, "node2": {"/g": "a" * 40}})
+    assert "  - ERROR: cluster : File /f is missing from node(s) node2" in verifier.lines
+
+
+def test_a_node_of_an_unknown_group_is_eclusterdanglingnodes() -> None:
+    cfg = new_config(cluster_name="c", master_name="node1", master_ip="127.0.8.1", cluster_ip="127.0.8.100",
+                     master_netdev="lo")
+    cfg.tree["nodes"][cfg.master_node_uuid]["group"] = "no-such-group"
+    verifier = Verifier(error_codes=True)
+    check_config(verifier, cfg)
+    assert verifier.lines == ["  - ERROR:ECLUSTERDANGLINGNODES:node::the following nodes (and their"
+                              " instances) belong to a non existing group: node1"]
+
+
+def test_a_fresh_configuration_has_a_missing_candidate_certificate_reported() -> None:
+    cfg = new_config(cluster_name="c", master_name="node1", master_ip="127.0.8.1", cluster_ip="127.0.8.100",
+                     master_netdev="lo")
+    verifier = Verifier()
+    check_config(verifier, cfg)
+    assert verifier.lines == ["  - ERROR: cluster : master candidate node1 has no client certificate digest"
+                              " in the configuration's candidate_certs"]
+
+
+# -- the real CLI against our master -------------------------------------------------------------------
+
+def free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+def remove_ip(address: str) -> None:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "lo"], capture_output=True, text=True).stdout
+    if any(line.split()[3].split("/")[0] == address for line in out.splitlines()):
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@dataclass
+class Cluster:
+    base: Path
+    port: int
+    grpc_port: int
+
+    def root(self, name: str) -> Path:
+        return self.base / name
+
+    def data(self, name: str) -> Path:
+        return self.root(name) / "var/lib/ganeti"
+
+    def pid_of(self, name: str, daemon: str) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.root(name) / f"var/run/ganeti/{daemon}.pid").read_text().strip())
+        return None
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, GANETI_ROOTDIR=str(self.root("node1")), GANETI_HOSTNAME="node1")
+        env.pop("PYTHONPATH", None)
+        return subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=120)
+
+    def verify(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        """Debian's gnt-cluster verify; the codes that cannot pass in this sandbox are ignored.
+
+        ENODESETUP: the container has no /proc/sys. ENODEFILESTORAGEPATHUNUSABLE:
+        our gnt-node add does not copy etc/ganeti/file-storage-paths to node2.
+        """
+        return self.run(f"{SBIN}/gnt-cluster", "verify", *IGNORED, *extra)
+
+    def stop_all(self) -> None:
+        pids = [pid for name in ADDRESSES for daemon in ("ganeti-noded", "ganeti-masterd")
+                if (pid := self.pid_of(name, daemon)) is not None and alive(pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in pids:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    base = Path(tempfile.mkdtemp(prefix="gv", dir="/tmp"))
+    made = Cluster(base, free_port(ADDRESSES["node1"]), free_port(ADDRESSES["node1"]))
+    etc = made.root("node1") / "etc"
+    etc.mkdir(parents=True)
+    hosts = "".join(f"{ip} {name}\n" for name, ip in ADDRESSES.items())
+    (etc / "hosts").write_text(f"{hosts}{CLUSTER_IP} {CLUSTER}\n")
+    (etc / "services").write_text(f"ganeti-noded {made.port}/tcp\n")
+    try:
+        done = made.run(OUR_GNT_CLUSTER, "init", *INIT_ARGS, "--noded-grpc-port", str(made.grpc_port),
+                        CLUSTER)
+        assert done.returncode == 0, done.stderr
+        done = made.run(OUR_GNT_NODE, "add", "--node-root", str(made.root("node2")), "node2")
+        assert done.returncode == 0, done.stderr
+        yield made
+    finally:
+        try:
+            made.stop_all()
+        finally:
+            remove_ip(CLUSTER_IP)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_cluster
+def test_real_verify_passes_on_a_fresh_cluster(cluster: Cluster) -> None:
+    done = cluster.verify()
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in ("Submitted jobs", "* Verifying cluster config", "* Verifying group 'default'",
+                 "* Gathering data (2 nodes)", "* Verifying configuration file consistency",
+                 "* Verifying node status"):
+        assert line in done.stdout, done.stdout
+
+
+@needs_cluster
+def test_real_verify_verbose_names_each_node(cluster: Cluster) -> None:
+    done = cluster.verify("--verbose")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "* Verifying node node1 (master)" in done.stdout
+    assert "* Verifying node node2 (master candidate)" in done.stdout
+
+
+@needs_cluster
+def test_real_verify_reports_a_tampered_ssconf_file(cluster: Cluster) -> None:
+    ssconf = cluster.data("node2") / "ssconf_cluster_name"
+    original = ssconf.read_bytes()
+    ssconf.write_text("othercluster\n")
+    try:
+        done = cluster.verify("--error-codes")
+    finally:
+        ssconf.write_bytes(original)
+    assert done.returncode != 0, done.stdout
+    assert "ERROR:ECLUSTERFILECHECK:cluster::File /###-VIRTUAL-PATH-###,/var/lib/ganeti/ssconf_cluster_name" \
+        " found with 2 different checksums (variant 1 on node" in done.stdout, done.stdout
+
+
+@needs_cluster
+def test_real_verify_reports_ignored_codes_as_warnings(cluster: Cluster) -> None:
+    done = cluster.verify()
+    assert done.returncode == 0, done.stdout
+    assert "  - WARNING: node node2: The configured file storage path is unusable" in done.stdout
+
+
+@needs_cluster
+def test_real_verify_reports_a_tampered_config_data_copy(cluster: Cluster) -> None:
+    copy = cluster.data("node2") / "config.data"
+    original = copy.read_bytes()
+    copy.write_bytes(original + b"\n")
+    try:
+        done = cluster.verify()
+    finally:
+        copy.write_bytes(original)
+    assert done.returncode == 1, done.stdout
+    assert "  - ERROR: cluster : File /###-VIRTUAL-PATH-###,/var/lib/ganeti/config.data found with 2" \
+        " different checksums" in done.stdout, done.stdout
