@@ -17,9 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,60 +31,20 @@ from tools.gnt import node_daemon
 from tools.gnt.errors import GanetiError
 from tools.gnt.failover import check_votes
 
-BIN = Path(sys.executable).parent
-OUR_GNT_CLUSTER = str(BIN / "gnt-cluster")
-OUR_GNT_NODE = str(BIN / "gnt-node")
-SBIN = "/usr/sbin"
+from cluster_support import (  # isort: skip
+    CLUSTER, INIT_ARGS, OUR_GNT_CLUSTER, OUR_GNT_NODE, SBIN, ClusterRoots, alive, free_port, needs_cluster,
+    remove_ip,
+)
+
 ADDRESSES = {"node1": "127.0.7.1", "node2": "127.0.7.2", "node3": "127.0.7.3"}
-CLUSTER = "cluster1"
 CLUSTER_IP = "127.0.7.100"
-INIT_ARGS = ("--enabled-hypervisors=fake", "--enabled-disk-templates=file,diskless", "--master-netdev=lo",
-             "--master-grpc-port", "0")
-needs_cluster = pytest.mark.skipif(
-    not os.path.exists(f"{SBIN}/gnt-node") or not os.path.exists(OUR_GNT_NODE)
-    or shutil.which("ip") is None or os.geteuid() != 0,
-    reason="needs Debian's ganeti package, our console scripts, `ip` and root (the cluster IP goes on lo)")
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
-
-
-def remove_ip(address: str) -> None:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "lo"], capture_output=True, text=True).stdout
-    if any(line.split()[3].split("/")[0] == address for line in out.splitlines()):
-        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 @dataclass
-class Cluster:
-    base: Path
-    port: int
-    grpc_port: int
+class Cluster(ClusterRoots):
     jobs_before: list[str] = field(default_factory=list)
     failover: subprocess.CompletedProcess[str] | None = None
     old_masterd: int | None = None
-
-    def root(self, name: str) -> Path:
-        return self.base / name
-
-    def data(self, name: str) -> Path:
-        return self.root(name) / "var/lib/ganeti"
-
-    def pid_of(self, name: str, daemon: str = "ganeti-noded") -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            return int((self.root(name) / f"var/run/ganeti/{daemon}.pid").read_text().strip())
-        return None
 
     def env(self, name: str) -> dict[str, str]:
         env = dict(os.environ, GANETI_ROOTDIR=str(self.root(name)), GANETI_HOSTNAME=name)
