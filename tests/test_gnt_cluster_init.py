@@ -28,6 +28,8 @@ import pytest
 from masterd.config.model import load
 from noded import certs
 
+from cluster_support import alive, free_port, ip_on_lo, remove_ip  # isort: skip
+
 BIN = Path(sys.executable).parent
 OUR_GNT_CLUSTER = str(BIN / "gnt-cluster")
 SBIN = "/usr/sbin"
@@ -45,30 +47,6 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists(f"{SBIN}/gnt-cluster") or not os.path.exists(OUR_GNT_CLUSTER)
     or shutil.which("ip") is None or os.geteuid() != 0,
     reason="needs Debian's ganeti package, our console scripts, `ip` and root (the cluster IP goes on lo)")
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
-
-
-def ip_on_lo(address: str) -> bool:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "lo"], capture_output=True, text=True).stdout
-    return any(line.split()[3].split("/")[0] == address for line in out.splitlines())
-
-
-def remove_ip(address: str) -> None:
-    if ip_on_lo(address):
-        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 @dataclass
