@@ -40,6 +40,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -58,7 +59,9 @@ from generated.ganeti.node.v1 import (
     objects_pb2,
 )
 from masterd import ssconf
+from masterd.luxi.protocol import OpExecError
 from noded import certs
+from noded.api import rpcs_by_procedure
 from noded.context import DEFAULT_GRPC_PORT
 from noded.paths import Paths
 from noded.tls import split_pem
@@ -352,3 +355,84 @@ class NodeRpcClient:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close()
+
+
+# --- any procedure, by its legacy name -----------------------------------------------------------
+
+#: Seconds of each legacy timeout class (Ganeti's rpc_defs: RPC_TMO_*).
+TIMEOUT_SECONDS = {1: 60.0, 2: 300.0, 3: 900.0, 4: 3600.0, 5: 4 * 3600.0, 6: 86400.0}
+
+
+@dataclass
+class RpcResult:
+    """One node's answer to a call (Ganeti's RpcResult): the payload, or why there is none.
+
+    `fail_msg` is None on success; otherwise the node's own failure message
+    (what the legacy door would answer as ``[false, message]``), or why the
+    node could not be asked. `offline`: the node was not contacted because it
+    is offline.
+    """
+
+    node: str
+    payload: Any = None
+    fail_msg: str | None = None
+    offline: bool = False
+
+    def raise_on_fail(self, what: str) -> Any:
+        """The payload, or OpExecError("<what> on node <node>: <failure>")."""
+        if self.fail_msg is not None:
+            raise OpExecError(f"{what} on node {self.node}: {self.fail_msg}")
+        return self.payload
+
+
+def _failure_text(err: grpc.aio.AioRpcError) -> str:
+    code = err.code()
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INTERNAL,
+                grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT):
+        return str(err.details())  # the node's own message, as the legacy door words it
+    return f"Error while contacting the node: {code.name}: {err.details()}"
+
+
+async def _call_procedure(client: NodeRpcClient, node: str, procedure: str, request: Any,
+                          timeout: float) -> RpcResult:
+    rpc = rpcs_by_procedure()[procedure]
+    try:
+        channel = await client._channel(node)
+        method = channel.unary_unary(rpc.path, request_serializer=rpc.request_cls.SerializeToString,
+                                     response_deserializer=rpc.response_cls.FromString)
+        reply = await method(request, timeout=timeout)
+    except NodeRpcError as err:
+        return RpcResult(node, fail_msg=str(err))
+    except grpc.aio.AioRpcError as err:
+        return RpcResult(node, fail_msg=_failure_text(err))
+    return RpcResult(node, payload=result_from_response(reply))
+
+
+async def call(client: NodeRpcClient, nodes: Sequence[str], procedure: str, args: Sequence[Any],
+               timeout: float | None = None, offline: Sequence[str] = ()) -> dict[str, RpcResult]:
+    """Run one node procedure on `nodes` in parallel, with its arguments as the legacy protocol has them.
+
+    `args` is the JSON argument list a real master sends (rpc-trace.md): it is
+    turned into the request message by the same codec the legacy door uses,
+    and the answer is the legacy payload. Nodes listed in `offline` are not
+    contacted (their result says so, as Ganeti's runner does). The timeout
+    defaults to the procedure's class (rpc_defs).
+    """
+    rpc = rpcs_by_procedure().get(procedure)
+    if rpc is None:
+        raise KeyError(f"no node procedure {procedure!r}")
+    request = request_from_args(rpc.request_cls, list(args), procedure)
+    seconds = timeout if timeout is not None else TIMEOUT_SECONDS.get(rpc.timeout, 900.0)
+    unique = list(dict.fromkeys(nodes))
+    skipped = set(offline)
+    results = await asyncio.gather(*(
+        _call_procedure(client, node, procedure, request, seconds) for node in unique if node not in skipped))
+    answers = {result.node: result for result in results}
+    return {node: answers.get(node) or RpcResult(node, fail_msg="Node is marked offline", offline=True)
+            for node in unique}
+
+
+async def call_one(client: NodeRpcClient, node: str, procedure: str, args: Sequence[Any],
+                   timeout: float | None = None) -> RpcResult:
+    """`call` on a single node."""
+    return (await call(client, [node], procedure, args, timeout))[node]

@@ -131,6 +131,9 @@ def build(sample: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
         "CLUSTER_KEY_ORDER": list(scluster),
         "NODE_KEY_ORDER": list(next(iter(sample["nodes"].values()))),
         "GROUP_KEY_ORDER": list(next(iter(sample["nodegroups"].values()))),
+        "INSTANCE_KEY_ORDER": list(next(iter(sample["instances"].values()))),
+        "NIC_KEY_ORDER": list(next(iter(sample["instances"].values()))["nics"][0]),
+        "DISK_KEY_ORDER": list(next(iter(sample["disks"].values()))),
     }
 
 

@@ -356,3 +356,37 @@ GROUP_KEY_ORDER: list[str] = ['name',
  'uuid',
  'serial_no',
  'tags']
+
+INSTANCE_KEY_ORDER: list[str] = ['name',
+ 'primary_node',
+ 'os',
+ 'hypervisor',
+ 'hvparams',
+ 'beparams',
+ 'osparams',
+ 'osparams_private',
+ 'admin_state',
+ 'admin_state_source',
+ 'nics',
+ 'disks',
+ 'disks_active',
+ 'ctime',
+ 'mtime',
+ 'uuid',
+ 'serial_no',
+ 'tags']
+
+NIC_KEY_ORDER: list[str] = ['mac', 'nicparams', 'uuid']
+
+DISK_KEY_ORDER: list[str] = ['logical_id',
+ 'dev_type',
+ 'children',
+ 'nodes',
+ 'iv_name',
+ 'size',
+ 'mode',
+ 'params',
+ 'uuid',
+ 'serial_no',
+ 'ctime',
+ 'mtime']

@@ -12,6 +12,7 @@ from __future__ import annotations
 from masterd.ops.base import OpContext, Operation
 from masterd.ops.cluster import ClusterQuery
 from masterd.ops.cluster_verify import ClusterVerify, ClusterVerifyConfig, ClusterVerifyGroup
+from masterd.ops.instance_create import InstanceCreate, InstanceRemove
 from masterd.ops.node_add import NodeAdd, NodeRemove
 from masterd.ops.node_set_params import NodeSetParams
 from masterd.ops.redist_conf import ClusterRedistConf
@@ -25,5 +26,6 @@ REGISTRY: dict[str, type[Operation]] = {
 REGISTRY[NodeSetParams.op_id] = NodeSetParams
 REGISTRY.update({NodeAdd.op_id: NodeAdd, NodeRemove.op_id: NodeRemove})
 REGISTRY.update({cls.op_id: cls for cls in (ClusterVerify, ClusterVerifyConfig, ClusterVerifyGroup)})
+REGISTRY.update({cls.op_id: cls for cls in (InstanceCreate, InstanceRemove)})
 
 __all__ = ["REGISTRY", "OpContext", "Operation"]
