@@ -39,8 +39,9 @@ from cluster_support import BIN, SBIN, ClusterRoots, alive, free_port, remove_ip
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_OS = ROOT / "tools" / "os" / "tiny"
+#: kvm instances boot from their disk (Ganeti's default kernel_path is a Xen-era file this machine lacks).
 INIT_ARGS = ("--enabled-hypervisors=fake,kvm", "--enabled-disk-templates=file,sharedfile,diskless",
-             "--master-netdev=lo", "--master-grpc-port", "0")
+             "--master-netdev=lo", "--master-grpc-port", "0", "-H", "kvm:kernel_path=,initrd_path=")
 DAEMONS = ("ganeti-noded", "ganeti-masterd")
 
 
@@ -80,14 +81,16 @@ class InstanceCluster(ClusterRoots):
         return self.base / "shared"
 
     def qemu_pids(self) -> list[int]:
-        """qemu processes whose command line names one of the roots (instances of this cluster)."""
+        """qemu processes (qemu-system-*, or Debian's /usr/bin/kvm) whose command line names the base."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                if cmdline and b"qemu-system" in cmdline[0] and str(self.base).encode() in b" ".join(cmdline):
+                program = os.path.basename(cmdline[0]) if cmdline else b""
+                if (program.startswith(b"qemu-system") or program == b"kvm") \
+                        and str(self.base).encode() in b" ".join(cmdline):
                     found.append(int(entry.name))
         return found
 
@@ -156,8 +159,8 @@ def build_cluster(prefix: str, addresses: Mapping[str, str], cluster_ip: str,
         _install_tiny(made.root(name))
         _share(made, name)
     try:
-        done = made.run(str(BIN / "gnt-cluster"), "init", *init_args, "--noded-grpc-port", str(made.grpc_port),
-                        "cluster1")
+        done = made.run(str(BIN / "gnt-cluster"), "init", *init_args, "--noded-grpc-port",
+                        str(made.grpc_port), "cluster1")
         assert done.returncode == 0, done.stderr
         for name in list(addresses)[1:]:
             done = made.run(str(BIN / "gnt-node"), "add", "--node-root", str(made.root(name)), name)

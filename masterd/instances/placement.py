@@ -1,9 +1,13 @@
 """Where a new instance goes when no node is given (Ganeti's iallocator step of LUInstanceCreate).
 
-Only online, undrained, vm_capable nodes are candidates: a drained or
-offline node never receives a new instance. The built-in policy asks the
-candidates' node_info and takes the node with the most free memory that
-fits the instance (ties: fewer primary instances, then name order).
+The allocator is the opcode's ``iallocator``, else the cluster's
+default_iallocator, else Debian's ``hail`` (ganeti-htools); they speak
+Ganeti's iallocator protocol (masterd.instances.iallocator) and run on the
+master node. When none was asked for and hail is not installed, the
+built-in policy decides: only online, undrained, vm_capable nodes are
+candidates (a drained or offline node never receives a new instance; hail
+follows the same rule), and the node with the most free memory that fits
+the instance wins (ties: fewer primary instances, then name order).
 
 Interface::
 
@@ -16,13 +20,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from masterd.config.model import ConfigData
-from masterd.instances import common, model
+from masterd.instances import common, iallocator, model
 from masterd.luxi.protocol import OpPrereqError
 
 if TYPE_CHECKING:
     from masterd.ops.base import OpContext
 
 BUILTIN = "built-in"
+DEFAULT_ALLOCATOR = "hail"
 
 
 def candidates(cfg: ConfigData) -> list[str]:
@@ -33,6 +38,36 @@ def candidates(cfg: ConfigData) -> list[str]:
 async def choose_node(ctx: OpContext, cfg: ConfigData, op: dict[str, Any], *, name: str, template: str,
                       hypervisor: str, be: dict[str, Any], disks: list[dict[str, Any]],
                       nics: list[dict[str, Any]]) -> str:
+    asked = str(op.get("iallocator") or cfg.cluster.get("default_iallocator") or "")
+    be_full = model.fill_be(cfg, be)
+    nic_params = [model.fill_nic(cfg, n.get("nicparams")) for n in nics]
+    request = {
+        "name": name, "disk_template": template, "group_name": op.get("group_name"),
+        "tags": op.get("tags") or [], "os": op.get("os_type"), "vcpus": be_full.get("vcpus"),
+        "memory": be_full.get("maxmem"), "spindle_use": be_full.get("spindle_use"),
+        "disks": [{"size": d["size"], "mode": d["mode"], "spindles": None, "dev_type": template}
+                  for d in disks],
+        "disk_space_total": sum(int(d["size"]) for d in disks),
+        "nics": [{"mac": n.get("mac"), "ip": n.get("ip"), "mode": p.get("mode"), "link": p.get("link")}
+                 for n, p in zip(nics, nic_params, strict=True)],
+        "required_nodes": 1, "hypervisor": hypervisor}
+    allocator = asked or DEFAULT_ALLOCATOR
+    try:
+        chosen = await iallocator.allocate(ctx, cfg, allocator, request)
+    except iallocator.IAllocatorNotFound as err:
+        if asked:
+            raise OpPrereqError(f"Can't compute nodes using iallocator '{asked}': {err}",
+                                common.ECODE_NORES) from None
+        return await builtin_choice(ctx, cfg, op, name=name, template=template, hypervisor=hypervisor,
+                                    be=be_full, disks=disks)
+    await ctx.log_info("Selected nodes for instance %s via iallocator %s: %s", name, allocator,
+                       ", ".join(chosen))
+    return common.node_uuid(cfg, chosen[0])
+
+
+async def builtin_choice(ctx: OpContext, cfg: ConfigData, op: dict[str, Any], *, name: str, template: str,
+                         hypervisor: str, be: dict[str, Any], disks: list[dict[str, Any]]) -> str:
+    """The built-in policy (module docstring)."""
     uuids = candidates(cfg)
     if not uuids:
         raise OpPrereqError(f"Can't compute nodes using iallocator '{BUILTIN}': no online, undrained,"
