@@ -378,6 +378,11 @@ class RpcResult:
     fail_msg: str | None = None
     offline: bool = False
 
+    @property
+    def unreachable(self) -> bool:
+        """The node could not be reached (as opposed to answering with a failure)."""
+        return self.fail_msg is not None and self.fail_msg.startswith(UNREACHABLE_PREFIX)
+
     def raise_on_fail(self, what: str) -> Any:
         """The payload, or OpExecError("<what> on node <node>: <failure>")."""
         if self.fail_msg is not None:
@@ -385,12 +390,16 @@ class RpcResult:
         return self.payload
 
 
+#: How a failure to reach a node (not the node's own answer) starts.
+UNREACHABLE_PREFIX = "Error while contacting the node"
+
+
 def _failure_text(err: grpc.aio.AioRpcError) -> str:
     code = err.code()
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INTERNAL,
                 grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT):
         return str(err.details())  # the node's own message, as the legacy door words it
-    return f"Error while contacting the node: {code.name}: {err.details()}"
+    return f"{UNREACHABLE_PREFIX}: {code.name}: {err.details()}"
 
 
 async def _call_procedure(client: NodeRpcClient, node: str, procedure: str, request: Any,
@@ -408,8 +417,9 @@ async def _call_procedure(client: NodeRpcClient, node: str, procedure: str, requ
     return RpcResult(node, payload=result_from_response(reply))
 
 
-async def call(client: NodeRpcClient, nodes: Sequence[str], procedure: str, args: Sequence[Any],
-               timeout: float | None = None, offline: Sequence[str] = ()) -> dict[str, RpcResult]:
+async def call(client: NodeRpcClient, nodes: Sequence[str], procedure: str,
+               args: Sequence[Any] | Mapping[str, Any], timeout: float | None = None,
+               offline: Sequence[str] = ()) -> dict[str, RpcResult]:
     """Run one node procedure on `nodes` in parallel, with its arguments as the legacy protocol has them.
 
     `args` is the JSON argument list a real master sends (rpc-trace.md): it is
@@ -421,7 +431,8 @@ async def call(client: NodeRpcClient, nodes: Sequence[str], procedure: str, args
     rpc = rpcs_by_procedure().get(procedure)
     if rpc is None:
         raise KeyError(f"no node procedure {procedure!r}")
-    request = request_from_args(rpc.request_cls, list(args), procedure)
+    # a dict is the one-object body of instance_console_info (codec.request_from_args)
+    request = request_from_args(rpc.request_cls, args if isinstance(args, Mapping) else list(args), procedure)
     seconds = timeout if timeout is not None else TIMEOUT_SECONDS.get(rpc.timeout, 900.0)
     unique = list(dict.fromkeys(nodes))
     skipped = set(offline)

@@ -586,6 +586,18 @@ async def serve(settings: Settings, ready: Callable[[str | None], None], logs: L
     proc.executor.shutdown(wait=True)
 
 
+#: Seconds between a legacy door worker's checks that the node daemon that started it still runs.
+ORPHAN_CHECK_INTERVAL = 0.5
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Stop the worker when its node daemon is gone (killed with SIGKILL, say): it must not keep the port."""
+    while os.getppid() == parent:
+        await asyncio.sleep(ORPHAN_CHECK_INTERVAL)
+    log.warning("the node daemon (pid %d) is gone: this legacy door worker stops and frees the port", parent)
+    stop.set()
+
+
 async def serve_worker(settings: Settings, logs: LogFiles, ready_fd: int) -> None:
     """A legacy door worker: serves the inherited socket until SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -601,7 +613,9 @@ async def serve_worker(settings: Settings, logs: LogFiles, ready_fd: int) -> Non
     os.write(ready_fd, b"ok")
     os.close(ready_fd)
     main_loop = asyncio.create_task(legacy.serve_until_stopped())
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(parent, stop))
     await stop.wait()
+    orphan_watch.cancel()
     legacy.request_stop()
     await main_loop
     await legacy.shutdown()

@@ -14,7 +14,9 @@ the post hooks. The result is the list of the instance's nodes.
 
 A failure after the first disk was created undoes everything the job did
 (disks, the storage directory, the configuration entry), so a failed
-create leaves nothing behind; the error names the step and the node.
+create leaves nothing behind; the error names the step and the node. A
+node that cannot be reached during that clean-up (its node daemon killed
+and restarting) is tried again for up to a minute.
 
 Without a target node (no ``pnode``), the node is chosen by
 masterd.instances.placement (the iallocator when one is given or the
@@ -27,6 +29,7 @@ file_storage_dir_remove, the configuration entry, post hooks;
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -38,6 +41,7 @@ from masterd.instances.placement import choose_node
 from masterd.locking import ALL_SET, Level
 from masterd.luxi.protocol import OpExecError, OpPrereqError
 from masterd.ops.base import LockRequest, Operation
+from masterd.rpc import RpcResult
 
 ECODE_NOTUNIQUE = "resource_not_unique"
 ECODE_RESOLVER = "resolver_error"
@@ -48,6 +52,9 @@ NIC_MODE_ROUTED = "routed"
 NIC_MODE_BRIDGED = "bridged"
 #: The port Ganeti's IP check pings (the node daemon's).
 IP_CHECK_PORT = 1811
+#: Seconds the undo of a failed create keeps trying a node that cannot be reached, and the pause between.
+CLEANUP_PATIENCE = 60.0
+CLEANUP_RETRY_INTERVAL = 1.0
 #: Instance policy spec names (constants.ISPEC_*).
 ISPECS = ("memory-size", "cpu-count", "disk-count", "disk-size", "nic-count", "spindle-use")
 
@@ -456,14 +463,14 @@ class InstanceCreate(Operation):
                 await self.ctx.log(f" - WARNING: Could not shut down instance {self.name} on node {pname}:"
                                    f" {with_shutdown.fail_msg}")
         for disk in created:
-            result = await common.node_call(self.ctx, pname, "blockdev_remove",
-                                            [common.disk_dict(self.ctx, cfg, disk, inst)])
+            result = await self._cleanup_call(pname, "blockdev_remove",
+                                              [common.disk_dict(self.ctx, cfg, disk, inst)])
             if result.fail_msg is not None:
                 await self.ctx.log(f" - WARNING: Could not remove disk {disk.get('iv_name')} on node {pname}:"
                                    f" {result.fail_msg}")
         if directory and created:
-            result = await common.node_call(self.ctx, pname, "file_storage_dir_remove",
-                                            [model.virtual_path(self.ctx.paths.root, directory)])
+            result = await self._cleanup_call(pname, "file_storage_dir_remove",
+                                              [model.virtual_path(self.ctx.paths.root, directory)])
             if result.fail_msg is not None:
                 await self.ctx.log(f" - WARNING: Could not remove directory '{directory}' on node {pname}:"
                                    f" {result.fail_msg}")
@@ -471,6 +478,16 @@ class InstanceCreate(Operation):
             async with self.ctx.config.change() as new:
                 if inst.uuid in new.tree["instances"]:
                     model.remove_instance(new, inst.uuid)
+
+
+    async def _cleanup_call(self, node: str, procedure: str, args: list[Any]) -> RpcResult:
+        """A clean-up call that waits for a node that is briefly unreachable (a node daemon restarting)."""
+        deadline = asyncio.get_running_loop().time() + CLEANUP_PATIENCE
+        while True:
+            result = await common.node_call(self.ctx, node, procedure, args)
+            if not result.unreachable or asyncio.get_running_loop().time() >= deadline:
+                return result
+            await asyncio.sleep(CLEANUP_RETRY_INTERVAL)
 
 
 class InstanceRemove(Operation):
