@@ -32,6 +32,22 @@ logged with the number of operations it missed. Like Ganeti, nothing is
 resent: a candidate that was down keeps a stale queue until it is
 re-added (which copies the whole queue).
 
+A new candidate (a node added as one, promoted, or re-made one) gets the
+whole queue, as Ganeti's job queue gives it to a node added as master
+candidate (jqueue AddNode of Ganeti 2.x; the Python of the installed 3.0
+no longer has it, its queue lives in luxid): after the
+configuration naming it a candidate was written (so this node's
+ssconf_master_candidates names it and every later change goes to it too),
+`upload_queue` puts into its ordered queue ``jobqueue_purge`` (clean
+queue and archive directories), then one ``jobqueue_update`` per live job
+file and the serial file, then the drain flag when the queue is drained,
+and waits until these were sent. Each file is read in the event loop
+thread and queued in the same step: a write of that file replicated later
+comes after it (and replaces it while unsent), so the candidate never ends
+with an older content than the master's. Archived jobs are not copied
+(Ganeti neither). Without a running replicator for the queue (engines
+built without one), the same calls are made directly, in order.
+
 Interface::
 
     replicator = QueueReplicator(paths, rpc)      # created inside the running event loop
@@ -45,6 +61,10 @@ Interface::
     await replicator.flush(timeout=None) -> bool  everything handed over so far was sent
                                                   (or failed); False on timeout
     await replicator.close(timeout)               flush (bounded), then stop the senders
+    await replicator.add_node(node, timeout) -> UploadReport    whole queue to a new candidate
+    await upload_queue(paths, rpc, node, timeout) -> UploadReport
+        the same through the replicator running for paths.queue_dir in this process, else
+        directly (for the opcodes: masterd.ops.node_add, masterd.ops.node_set_params)
     replicator.stats(node) -> NodeStats           sent / failed / coalesced counters (tests, debugging)
 """
 
@@ -54,11 +74,14 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import time
+import weakref
 import zlib
 from collections import deque
 from dataclasses import dataclass
 
+from masterd import rpc as node_rpc
 from masterd import ssconf
 from masterd.rpc import NodeRpcClient
 from noded.paths import Paths
@@ -74,6 +97,8 @@ ENCODING_ZLIB_BASE64 = 1
 ZLIB_LEVEL = 3
 #: Seconds between two warnings about a candidate that keeps failing.
 REPEAT_WARNING_INTERVAL = 60.0
+#: Seconds an opcode waits for the copy of the whole queue to a new candidate.
+UPLOAD_TIMEOUT = 300.0
 
 
 def encode_content(data: bytes) -> tuple[int, str]:
@@ -102,10 +127,27 @@ class _Drain:
     flag: bool
 
 
-_Operation = _Update | _Rename | _Drain
+@dataclass
+class _Purge:
+    """jobqueue_purge: the first step of copying the whole queue to a new candidate."""
+
+
+@dataclass
+class _Barrier:
+    """Not sent: resolved when the sender reaches it (the end of a whole-queue copy)."""
+
+    done: asyncio.Future[int]
+    failed_before: int = 0
+
+
+_Operation = _Update | _Rename | _Drain | _Purge | _Barrier
 
 
 def describe(op: _Operation) -> str:
+    if isinstance(op, _Purge):
+        return "jobqueue_purge"
+    if isinstance(op, _Barrier):
+        return "end of the job queue copy"
     if isinstance(op, _Update):
         return f"jobqueue_update {op.name}"
     if isinstance(op, _Rename):
@@ -127,6 +169,16 @@ class NodeStats:
     sent: int = 0
     failed: int = 0
     coalesced: int = 0
+
+
+@dataclass
+class UploadReport:
+    """What `upload_queue` did for one node: files queued, operations that failed, whether it ended."""
+
+    node: str
+    files: int = 0
+    failed: int = 0
+    complete: bool = True
 
 
 class _Candidate:
@@ -174,6 +226,10 @@ class _Candidate:
                 continue
             slot = self.slots.popleft()
             op = slot.op
+            if isinstance(op, _Barrier):
+                if not op.done.done():
+                    op.done.set_result(self.stats.failed - op.failed_before)
+                continue
             if isinstance(op, _Update) and self.pending.get(op.name) is slot:
                 del self.pending[op.name]
             try:
@@ -217,6 +273,7 @@ class QueueReplicator:
         self._loop = asyncio.get_running_loop()
         self._candidates: dict[str, _Candidate] = {}
         self._closed = False
+        _ACTIVE[os.path.realpath(paths.queue_dir)] = self
 
     # -- who -----------------------------------------------------------------------------------
     def candidates(self) -> list[str]:
@@ -270,6 +327,10 @@ class QueueReplicator:
     # -- sending -------------------------------------------------------------------------------------
     async def send(self, node: str, op: _Operation) -> str | None:
         """Send one operation to one node: None, or the failure as text."""
+        if isinstance(op, _Purge):
+            return (await node_rpc.call_one(self.rpc, node, "jobqueue_purge", [])).fail_msg
+        if isinstance(op, _Barrier):
+            return None
         if isinstance(op, _Update):
             result = await self.rpc.jobqueue_update([node], op.name, op.content)
         elif isinstance(op, _Rename):
@@ -301,9 +362,88 @@ class QueueReplicator:
             late = [c.node for c in self._candidates.values() if not c.idle.is_set()]
             log.warning("stopping with job queue changes not yet sent to %s", ", ".join(late))
         self._closed = True
+        if _ACTIVE.get(os.path.realpath(self.paths.queue_dir)) is self:
+            del _ACTIVE[os.path.realpath(self.paths.queue_dir)]
         tasks = [c.task for c in self._candidates.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    # -- a new candidate gets the whole queue --------------------------------------------------
+    async def add_node(self, node: str, timeout: float = UPLOAD_TIMEOUT) -> UploadReport:
+        """Copy the whole queue to `node` through its ordered queue (module docstring); wait for it."""
+        report = UploadReport(node)
+        if self._closed:
+            report.complete = False
+            return report
+        candidate = self._candidates.get(node)
+        if candidate is None:
+            candidate = self._candidates[node] = _Candidate(node, self)
+        candidate.push(_Purge())
+        for count, path in enumerate(queue_files(self.paths)):
+            if count and count % 64 == 0:
+                await asyncio.sleep(0)  # let the senders and the other tasks run
+            data = _read(path)  # read and queue in one step of the loop: see the module docstring
+            if data is not None:
+                candidate.push(_Update(self.paths.virtualize(path), encode_content(data)))
+                report.files += 1
+        if os.path.exists(os.path.join(self.paths.queue_dir, "drain")):
+            candidate.push(_Drain(True))
+        barrier = _Barrier(self._loop.create_future(), candidate.stats.failed)
+        candidate.push(barrier)
+        try:
+            report.failed = await asyncio.wait_for(asyncio.shield(barrier.done), timeout)
+        except TimeoutError:
+            report.complete = False
+        return report
+
+
+#: The replicator running for each queue directory in this process (one master daemon).
+_ACTIVE: weakref.WeakValueDictionary[str, QueueReplicator] = weakref.WeakValueDictionary()
+
+
+def queue_files(paths: Paths) -> list[str]:
+    """The files a new candidate gets: the serial file, then the live job files by job id."""
+    try:
+        names = os.listdir(paths.queue_dir)
+    except OSError:
+        return []
+    jobs = sorted((int(name[4:]), name) for name in names if name.startswith("job-") and name[4:].isdigit())
+    return [os.path.join(paths.queue_dir, name) for name in ["serial", *(name for _, name in jobs)]]
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:  # archived meanwhile: the rename, queued before, moves it on the node
+        return None
+
+
+async def upload_queue(paths: Paths, rpc: NodeRpcClient, node: str,
+                       timeout: float = UPLOAD_TIMEOUT) -> UploadReport:
+    """Copy the whole job queue to the new candidate `node` (the running replicator's add_node, or direct)."""
+    replicator = _ACTIVE.get(os.path.realpath(paths.queue_dir))
+    if replicator is not None and not replicator._closed and replicator._loop is asyncio.get_running_loop():
+        return await replicator.add_node(node, timeout)
+    report = UploadReport(node)
+    failure = (await node_rpc.call_one(rpc, node, "jobqueue_purge", [])).fail_msg
+    if failure is not None:
+        log.error("copying the job queue to node %s: jobqueue_purge failed: %s", node, failure)
+        report.failed += 1
+    for path in queue_files(paths):
+        data = _read(path)
+        if data is None:
+            continue
+        report.files += 1
+        name = paths.virtualize(path)
+        failure = (await rpc.jobqueue_update([node], name, encode_content(data)))[node]
+        if failure is not None:
+            log.error("copying the job queue to node %s: jobqueue_update %s failed: %s", node, name, failure)
+            report.failed += 1
+    if os.path.exists(os.path.join(paths.queue_dir, "drain")):
+        if (await rpc.jobqueue_set_drain_flag([node], True))[node] is not None:
+            report.failed += 1
+    return report

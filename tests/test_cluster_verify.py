@@ -34,7 +34,7 @@ from cluster_support import (  # isort: skip
 ADDRESSES = {"node1": "127.0.8.1", "node2": "127.0.8.2"}
 CLUSTER = "cluster8"
 CLUSTER_IP = "127.0.8.100"
-IGNORED = ("-I", "ENODESETUP", "-I", "ENODEFILESTORAGEPATHUNUSABLE")
+IGNORED = ("-I", "ENODESETUP")
 NODE = Node(uuid="u2", name="node2", primary_ip="127.0.8.2", secondary_ip="127.0.8.2", master_candidate=True,
             drained=False, offline=False, master_capable=True, vm_capable=True, group="g", ndparams={},
             serial_no=1)
@@ -124,8 +124,7 @@ class Cluster(ClusterRoots):
     def verify(self, *extra: str) -> subprocess.CompletedProcess[str]:
         """Debian's gnt-cluster verify; the codes that cannot pass in this sandbox are ignored.
 
-        ENODESETUP: the container has no /proc/sys. ENODEFILESTORAGEPATHUNUSABLE:
-        our gnt-node add does not copy etc/ganeti/file-storage-paths to node2.
+        ENODESETUP: the container has no /proc/sys.
         """
         return self.run(f"{SBIN}/gnt-cluster", "verify", *IGNORED, *extra)
 
@@ -174,7 +173,7 @@ def test_real_verify_passes_on_a_fresh_cluster(cluster: Cluster) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for line in ("Submitted jobs", "* Verifying cluster config", "* Verifying group 'default'",
                  "* Gathering data (2 nodes)", "* Verifying configuration file consistency",
-                 "* Verifying node status"):
+                 "* Verifying node status", "* Hooks Results"):
         assert line in done.stdout, done.stdout
 
 
@@ -201,8 +200,39 @@ def test_real_verify_reports_a_tampered_ssconf_file(cluster: Cluster) -> None:
 
 
 @needs_cluster
+def test_real_verify_finds_the_file_storage_path_usable_on_the_added_node(cluster: Cluster) -> None:
+    """Our gnt-node add gave node2 the cluster's file storage directory (as node2 sees it) in its
+    etc/ganeti/file-storage-paths, so verify passes without ignoring ENODEFILESTORAGEPATHUNUSABLE."""
+    done = cluster.verify("--error-codes")
+    assert done.returncode == 0, done.stdout
+    assert "ENODEFILESTORAGEPATHUNUSABLE" not in done.stdout, done.stdout
+    assert "file storage path" not in done.stdout, done.stdout
+
+
+@needs_cluster
+def test_real_verify_reports_an_unusable_file_storage_path(cluster: Cluster) -> None:
+    listing = cluster.root("node2") / "etc/ganeti/file-storage-paths"
+    original = listing.read_bytes()
+    listing.write_text("# nothing allowed\n")
+    try:
+        done = cluster.verify("--error-codes")
+    finally:
+        listing.write_bytes(original)
+    assert done.returncode == 1, done.stdout
+    assert "ERROR:ENODEFILESTORAGEPATHUNUSABLE:node:node2:The configured file storage path is unusable" \
+        in done.stdout, done.stdout
+
+
+@needs_cluster
 def test_real_verify_reports_ignored_codes_as_warnings(cluster: Cluster) -> None:
-    done = cluster.verify()
+    """-I turns an error into a warning: node2's unusable file storage path, ignored, lets verify pass."""
+    listing = cluster.root("node2") / "etc/ganeti/file-storage-paths"
+    original = listing.read_bytes()
+    listing.write_text("# nothing allowed\n")
+    try:
+        done = cluster.verify("-I", "ENODEFILESTORAGEPATHUNUSABLE")
+    finally:
+        listing.write_bytes(original)
     assert done.returncode == 0, done.stdout
     assert "  - WARNING: node node2: The configured file storage path is unusable" in done.stdout
 
@@ -219,3 +249,82 @@ def test_real_verify_reports_a_tampered_config_data_copy(cluster: Cluster) -> No
     assert done.returncode == 1, done.stdout
     assert "  - ERROR: cluster : File /###-VIRTUAL-PATH-###,/var/lib/ganeti/config.data found with 2" \
         " different checksums" in done.stdout, done.stdout
+
+
+def hook_dir(cluster: Cluster, name: str) -> Path:
+    return cluster.root(name) / "etc/ganeti/hooks/cluster-verify-post.d"
+
+
+def write_hook(cluster: Cluster, name: str, script: str, body: str) -> Path:
+    directory = hook_dir(cluster, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / script
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+@needs_cluster
+def test_real_verify_runs_the_post_hooks_with_ganetis_environment(cluster: Cluster) -> None:
+    dump = cluster.base / "hook-env"
+    hook = write_hook(cluster, "node1", "10-env", f"env > {dump}\n")
+    try:
+        done = cluster.verify()
+    finally:
+        hook.unlink()
+    assert done.returncode == 0, done.stdout
+    env = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert env["GANETI_HOOKS_PATH"] == "cluster-verify" and env["GANETI_HOOKS_PHASE"] == "post"
+    assert env["GANETI_OP_CODE"] == "OP_CLUSTER_VERIFY_GROUP" and env["GANETI_OBJECT_TYPE"] == "CLUSTER"
+    assert env["GANETI_CLUSTER"] == CLUSTER and env["GANETI_MASTER"] == "node1"
+    assert "GANETI_CLUSTER_TAGS" in env and "GANETI_POST_CLUSTER_TAGS" in env
+    assert "GANETI_NODE_TAGS_node1" in env and "GANETI_NODE_TAGS_node2" in env
+
+
+@needs_cluster
+def test_real_verify_reports_a_failing_post_hook(cluster: Cluster) -> None:
+    hook = write_hook(cluster, "node2", "50-fail", "echo boom\necho again\nexit 1\n")
+    try:
+        done = cluster.verify("--error-codes")
+        ignored = cluster.verify("-I", "ENODEHOOKS")
+    finally:
+        hook.unlink()
+    assert done.returncode == 1, done.stdout
+    lines = done.stdout.splitlines()  # each log line starts with its time stamp
+    at = next(i for i, line in enumerate(lines)
+              if line.endswith("  - ERROR:ENODEHOOKS:node:node2:Script cluster-verify-post.d/50-fail failed,"
+                               " output:"))
+    # the node sends the output escaped (Ganeti's SafeEncode); the master indents it by six spaces
+    assert lines[at + 1].endswith(" " * 7 + "boom\\nagain"), done.stdout
+    # ignored, the finding is a warning, but a failed hook still fails the group job (as in Ganeti)
+    assert "  - WARNING: node node2: Script cluster-verify-post.d/50-fail failed, output:" in ignored.stdout
+    assert ignored.returncode == 1, ignored.stdout
+
+
+@needs_cluster
+def test_real_verify_reports_an_os_only_one_node_has(cluster: Cluster) -> None:
+    broken = cluster.root("node2") / "srv/ganeti/os/brokenos"
+    broken.mkdir(parents=True)
+    try:
+        done = cluster.verify("--error-codes")
+    finally:
+        broken.rmdir()
+    assert done.returncode == 1, done.stdout
+    assert f"ERROR:ENODEOS:node:node2:Invalid OS brokenos (located at {broken}):" in done.stdout, done.stdout
+    assert "ERROR:ENODEOS:node:node2:Extra OS brokenos not present on reference node (node1)" in done.stdout
+
+
+@needs_cluster
+def test_real_verify_reports_an_os_missing_on_a_node(cluster: Cluster) -> None:
+    broken = cluster.root("node1") / "srv/ganeti/os/brokenos"
+    broken.mkdir(parents=True)
+    try:
+        done = cluster.verify("--error-codes")
+    finally:
+        broken.rmdir()
+    assert done.returncode == 1, done.stdout
+    assert "ERROR:ENODEOS:node:node1:Invalid OS brokenos" in done.stdout, done.stdout
+    assert "ERROR:ENODEOS:node:node2:OSes present on reference node node1 but missing on this node:" \
+        " brokenos" in done.stdout, done.stdout
+    done = cluster.verify()
+    assert done.returncode == 0, done.stdout  # and gone again

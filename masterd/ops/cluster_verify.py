@@ -30,10 +30,20 @@ The opcodes (none takes a lock besides the shared Big Ganeti Lock):
 - `ClusterVerifyGroup` runs node_verify on every online node of the group and
   judges the answers: version, clock, hypervisor, node setup, client
   certificates against the configuration's candidate_certs, master IP
-  reachability, file storage path, and the checksums of config.data (master
-  candidates) and the ssconf files (every node) against the master's. Result
-  True when nothing (not ignored) is wrong. Ganeti's post hook
-  (hooks_runner cluster-verify) is not run.
+  reachability, file storage path, the OS definitions (node_verify's
+  "oslist", os_diagnose's data: each vm_capable node's list judged and
+  compared with the first such node's, Ganeti's _VerifyNodeOS: ENODEOS),
+  and the checksums of config.data (master candidates) and the ssconf files
+  (every node) against the master's. Then, as Ganeti's HooksMaster does after
+  the LU, the post phase of the `cluster-verify` hooks runs on the group's
+  nodes (hooks_runner, offline nodes skipped; env GANETI_CLUSTER_TAGS and
+  GANETI_NODE_TAGS_<node>, also as GANETI_POST_*, with Ganeti's fixed
+  variables): "* Hooks Results", then ENODEHOOKS for a node that did not
+  answer ("Communication failure in hooks execution: ...") and for each
+  failed script ("Script S failed, output:" and its output indented by six
+  spaces). Result True when nothing (not ignored) is wrong and no hook
+  failed (a failed hook makes it False even when ENODEHOOKS is ignored, as
+  in Ganeti).
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from masterd import rpc as node_rpc
 from masterd.config.model import ConfigData, Node
 from masterd.jqueue.model import ELOG_MESSAGE
 from masterd.luxi.protocol import OpExecError, OpPrereqError
@@ -69,6 +80,16 @@ ENODESETUP = ("node", "ENODESETUP")
 ENODENET = ("node", "ENODENET")
 ENODEFILESTORAGEPATHUNUSABLE = ("node", "ENODEFILESTORAGEPATHUNUSABLE")
 ECLUSTERCLIENTCERT = ("cluster", "ECLUSTERCLIENTCERT")
+ENODEOS = ("node", "ENODEOS")
+ENODEHOOKS = ("node", "ENODEHOOKS")
+
+#: The hooks path of OP_CLUSTER_VERIFY_GROUP (Ganeti's LUClusterVerifyGroup.HPATH) and its fixed env.
+HOOKS_PATH = "cluster-verify"
+HOOKS_ENV_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"
+HOOKS_VERSION = 2
+HOOKS_DATA_DIR = "/var/lib/ganeti"
+#: hooks_runner's status of a failed script (constants.HKR_FAIL).
+HKR_FAIL = 1
 
 REBUILD_CERTS = ("To rebuild node certificates, please run"
                  " 'gnt-cluster renew-crypto --new-node-certificates'.")
@@ -227,6 +248,65 @@ def check_files(verifier: Verifier, expected: Mapping[str, Iterable[str]],
                             f" ({'; '.join(variants)})")
 
 
+@dataclass
+class OsImage:
+    """One node's OS definitions from node_verify's "oslist": name -> its entries, in search order."""
+
+    node: str
+    oslist: dict[str, list[tuple[str, bool, str, frozenset[str], frozenset[tuple[str, str]],
+                                  frozenset[int], bool]]]
+
+
+def node_os_image(verifier: Verifier, node: Node, answer: Mapping[str, Any]) -> OsImage | None:
+    """The node's OS data (Ganeti's _UpdateNodeOS), or None after reporting it invalid."""
+    raw = answer.get("oslist")
+    if verifier.check(not isinstance(raw, list) or not all(isinstance(v, list) and len(v) == 8 for v in raw),
+                      ENODEOS, node.name, "node hasn't returned valid OS data"):
+        return None
+    assert isinstance(raw, list)
+    oslist: dict[str, list[Any]] = {}
+    try:
+        for name, path, status, diagnose, variants, parameters, api_versions, trusted in raw:
+            oslist.setdefault(str(name), []).append(
+                (str(path), bool(status), str(diagnose), frozenset(variants or []),
+                 frozenset(tuple(p) for p in parameters or []), frozenset(api_versions or []), bool(trusted)))
+    except (TypeError, ValueError):
+        verifier.report(ENODEOS, node.name, "node hasn't returned valid OS data")
+        return None
+    return OsImage(node.name, oslist)
+
+
+def check_node_os(verifier: Verifier, image: OsImage, base: OsImage) -> None:
+    """Judge a node's OS definitions and compare them with the reference node's (Ganeti's _VerifyNodeOS)."""
+    name = image.node
+    for os_name, entries in image.oslist.items():
+        path, status, diagnose, variants, parameters, api, trusted = entries[0]
+        verifier.check(not status, ENODEOS, name, f"Invalid OS {os_name} (located at {path}): {diagnose}")
+        verifier.check(len(entries) > 1, ENODEOS, name,
+                       f"OS '{os_name}' has multiple entries (first one shadows the rest):"
+                       f" {', '.join(e[0] for e in entries)}")
+        if verifier.check(os_name not in base.oslist, ENODEOS, name,
+                          f"Extra OS {os_name} not present on reference node ({base.node})"):
+            continue
+        _, b_status, _, b_variants, b_parameters, b_api, b_trusted = base.oslist[os_name][0]
+        if not b_status:
+            continue  # the reference's own definition is invalid: nothing to compare with
+        for kind, mine, theirs in (("API version", sorted(map(str, api)), sorted(map(str, b_api))),
+                                   ("variants list", sorted(variants), sorted(b_variants)),
+                                   ("parameters", sorted(f"{k}: {v}" for k, v in parameters),
+                                    sorted(f"{k}: {v}" for k, v in b_parameters))):
+            verifier.check(mine != theirs, ENODEOS, name,
+                           f"OS {kind} for {os_name} differs from reference node {base.node}:"
+                           f" [{', '.join(mine)}] vs. [{', '.join(theirs)}]")
+        verifier.check(trusted != b_trusted, ENODEOS, name,
+                       f"OS trusted for {os_name} differs from reference node {base.node}:"
+                       f" {trusted} vs. {b_trusted}")
+    missing = sorted(set(base.oslist) - set(image.oslist))
+    verifier.check(missing, ENODEOS, name,
+                   f"OSes present on reference node {base.node} but missing on this node:"
+                   f" {', '.join(missing)}")
+
+
 class ClusterVerifyConfig(Operation):
     """OP_CLUSTER_VERIFY_CONFIG: check the configuration; result True when nothing (not ignored) is wrong."""
 
@@ -372,6 +452,8 @@ class ClusterVerifyGroup(Operation):
         }
         if "nodesetup" not in (self.op.get("skip_checks") or []):
             checks["nodesetup"] = None
+        if any(n.vm_capable for n in online):
+            checks["oslist"] = None
         templates = cluster.get("enabled_disk_templates") or []
         if "file" in templates and cluster.get("file_storage_dir"):
             checks["file-storage-path"] = cluster["file_storage_dir"]
@@ -419,6 +501,7 @@ class ClusterVerifyGroup(Operation):
         await self._flush(verifier)
 
         await log("* Verifying node status")
+        reference_os: OsImage | None = None
         for node in members:
             if node.offline:
                 if self.op.get("verbose"):
@@ -431,9 +514,61 @@ class ClusterVerifyGroup(Operation):
                 continue
             if check_node_result(verifier, node, answer, started, ended):
                 self.check_node_extras(verifier, cfg, node, answer)
+                if node.vm_capable:
+                    image = node_os_image(verifier, node, answer)
+                    if image is not None:
+                        reference_os = reference_os or image
+                        check_node_os(verifier, image, reference_os)
             await self._flush(verifier)
         await self._flush(verifier)
-        return not verifier.bad
+        hooks_ok = await self.run_post_hooks(cfg, members, verifier)
+        return not verifier.bad and hooks_ok
+
+    def hooks_env(self, cfg: ConfigData, members: list[Node]) -> dict[str, str]:
+        """The post phase's environment (Ganeti's HooksMaster with LUClusterVerifyGroup.BuildHooksEnv)."""
+        own = {"CLUSTER_TAGS": " ".join(cfg.cluster.get("tags") or [])}
+        raw_nodes = cfg.tree.get("nodes") or {}
+        for node in members:
+            own[f"NODE_TAGS_{node.name}"] = " ".join((raw_nodes.get(node.uuid) or {}).get("tags") or [])
+        env = {"PATH": HOOKS_ENV_PATH, "GANETI_HOOKS_VERSION": str(HOOKS_VERSION),
+               "GANETI_OP_CODE": self.op_id, "GANETI_DATA_DIR": HOOKS_DATA_DIR, "GANETI_HOOKS_PHASE": "post",
+               "GANETI_HOOKS_PATH": HOOKS_PATH, "GANETI_OBJECT_TYPE": "CLUSTER",
+               "GANETI_CLUSTER": cfg.cluster_name, "GANETI_MASTER": cfg.master_node.name}
+        env.update({f"GANETI_{key}": value for key, value in own.items()})
+        env.update({f"GANETI_POST_{key}": value for key, value in own.items()})
+        return env
+
+    async def run_post_hooks(self, cfg: ConfigData, members: list[Node], verifier: Verifier) -> bool:
+        """The cluster-verify post hooks on the group's nodes, judged as Ganeti's HooksCallBack.
+
+        False when a node did not answer or a script failed.
+        """
+        rpc = self.ctx.node_rpc
+        if rpc is None:
+            return True
+        names = [n.name for n in members]
+        offline = [n.name for n in members if n.offline]
+        args = [HOOKS_PATH, "post", self.hooks_env(cfg, members)]
+        results = await node_rpc.call(rpc, names, "hooks_runner", args, offline=offline)
+        await self.ctx.log("* Hooks Results")
+        ok = True
+        for name, result in results.items():
+            if result.offline:
+                continue
+            if verifier.check(result.fail_msg, ENODEHOOKS, name,
+                              f"Communication failure in hooks execution: {result.fail_msg}"):
+                ok = False
+                await self._flush(verifier)
+                continue
+            for entry in result.payload if isinstance(result.payload, list) else []:
+                script, status, output = [*list(entry), None, None, None][:3]
+                failed = status == HKR_FAIL
+                verifier.check(failed, ENODEHOOKS, name, f"Script {script} failed, output:")
+                await self._flush(verifier)
+                if failed:
+                    ok = False
+                    await self.ctx.log("\n".join("      " + line for line in str(output or "").split("\n")))
+        return ok
 
     async def _flush(self, verifier: Verifier) -> None:
         for line in verifier.lines:

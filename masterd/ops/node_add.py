@@ -25,18 +25,20 @@ when the pool wants one more (masterd.config.roles.should_self_promote),
 and then the digest of its client.pem (node_crypto_tokens) goes into
 cluster.candidate_certs. The ConfigManager writes and distributes the new
 configuration (config.data to the candidates, ssconf to every online node,
-the new one included). Ganeti's NV_NODELIST check from the master (an SSH
+the new one included). A new candidate then gets the whole job queue
+(`copy_job_queue`: masterd.replication.upload_queue; failures are
+warnings, as Ganeti only logs them). Ganeti's NV_NODELIST check from the master (an SSH
 test) is not made. Result: None.
 
 OP_NODE_REMOVE: refuses an unknown node, the master ("failover to another
 node is required") and a node holding instances; removes the node from the
 configuration (and its certificate digest), promotes candidates to keep the
-pool size (their digests fetched as above), then asks the removed node to
+pool size (their digests fetched as above; they get the job queue), then asks the removed node to
 leave (node_leave_cluster: it removes its cluster files and stops its node
 daemon); a failure there is a warning, as in Ganeti. Result: None.
 
 Node calls made here use the legacy JSON door (as Ganeti's DnsOnlyRunner),
-through tools.gnt.node_daemon.call_node in a thread.
+through masterd.nodecalls.call_node in a thread.
 """
 
 from __future__ import annotations
@@ -50,10 +52,9 @@ from masterd.config.roles import pool_promotions, should_self_promote
 from masterd.confmgr import ConfigManager
 from masterd.locking import ALL_SET, Level
 from masterd.luxi.protocol import OpExecError, OpPrereqError
+from masterd.nodecalls import NodeCallError, ResolveError, call_node, noded_port, resolve, tcp_ping
 from masterd.ops.base import LockRequest, Operation
-from tools.gnt import node_daemon
-from tools.gnt.cluster_init import resolve, tcp_ping
-from tools.gnt.errors import GanetiError
+from masterd.replication import upload_queue
 
 #: constants.PROTOCOL_VERSION of Ganeti 3.0.
 PROTOCOL_VERSION = 3000000
@@ -66,10 +67,6 @@ ECODE_NOTUNIQUE = "resource_not_unique"
 ECODE_RESOLVER = "resolver_error"
 
 
-def _error_text(err: GanetiError) -> str:
-    return str(err.args[0]) if err.args else err.name
-
-
 def _config(op: Operation) -> ConfigManager:
     config = op.ctx.config
     if config is None or not config.present:
@@ -79,10 +76,9 @@ def _config(op: Operation) -> ConfigManager:
 
 
 async def call_legacy(op: Operation, address: str, procedure: str, *args: Any) -> Any:
-    """One legacy call to the node daemon at `address` (GanetiError when it fails)."""
+    """One legacy call to the node daemon at `address` (NodeCallError when it fails)."""
     paths = op.ctx.paths
-    port = node_daemon.noded_port(paths)
-    return await asyncio.to_thread(node_daemon.call_node, paths, address, port, procedure, *args,
+    return await asyncio.to_thread(call_node, paths, address, noded_port(paths), procedure, *args,
                                    timeout=30.0)
 
 
@@ -90,9 +86,9 @@ async def client_cert_digest(op: Operation, address: str, name: str) -> str:
     """The SHA1 digest of the node's client.pem (node_crypto_tokens, Ganeti's GetClientCertDigest)."""
     try:
         tokens = await call_legacy(op, address, "node_crypto_tokens", [["ssl", "get", {}]])
-    except GanetiError as err:
+    except NodeCallError as err:
         raise OpExecError(f"Could not retrieve the client certificate digest of node {name}:"
-                          f" {_error_text(err)}") from None
+                          f" {err}") from None
     for token in tokens if isinstance(tokens, list) else []:
         if isinstance(token, list) and len(token) == 2 and token[0] == "ssl" and isinstance(token[1], str):
             return token[1]
@@ -119,8 +115,8 @@ class NodeAdd(Operation):
             return str(given)
         try:
             return resolve(self.ctx.paths, name)
-        except GanetiError as err:
-            raise OpPrereqError(_error_text(err), ECODE_RESOLVER) from None
+        except ResolveError as err:
+            raise OpPrereqError(str(err), ECODE_RESOLVER) from None
 
     def _check_unique(self, cfg: ConfigData, name: str, primary: str, secondary: str) -> None:
         if any(node.name == name for node in cfg.nodes()):
@@ -146,13 +142,13 @@ class NodeAdd(Operation):
         raise OpPrereqError(f"Node group '{wanted}' not found", ECODE_NOENT)
 
     async def _check_daemon(self, name: str, address: str) -> None:
-        port = node_daemon.noded_port(self.ctx.paths)
+        port = noded_port(self.ctx.paths)
         if not await asyncio.to_thread(tcp_ping, address, port):
             raise OpPrereqError("Node not reachable by ping", ECODE_ENVIRON)
         try:
             version = await call_legacy(self, address, "version")
-        except GanetiError as err:
-            raise OpPrereqError(f"Can't get version information from node {name}: {_error_text(err)}",
+        except NodeCallError as err:
+            raise OpPrereqError(f"Can't get version information from node {name}: {err}",
                                 ECODE_ENVIRON) from None
         if version != PROTOCOL_VERSION:
             raise OpPrereqError(f"Version mismatch master version {PROTOCOL_VERSION}, node version {version}",
@@ -187,7 +183,26 @@ class NodeAdd(Operation):
         except ConfigError as err:
             raise OpExecError(str(err)) from None
         await _report_distribution(self)
+        if candidate:
+            await copy_job_queue(self, [name])
         return None
+
+
+async def copy_job_queue(op: Operation, names: list[str]) -> None:
+    """Give new master candidates the whole job queue (masterd.replication.upload_queue); warn on failure."""
+    rpc = op.ctx.node_rpc
+    if rpc is None:
+        await op.ctx.log(f"Warning: this master has no node RPC client: the job queue was not copied to"
+                         f" {', '.join(names)}")
+        return
+    for report in await asyncio.gather(*(upload_queue(op.ctx.paths, rpc, name) for name in names)):
+        if not report.complete:
+            await op.ctx.log(f"Warning: copying the job queue to node {report.node} did not finish in time;"
+                             " it goes on in the background")
+        elif report.failed:
+            await op.ctx.log(f"Warning: copying the job queue to node {report.node}: {report.failed}"
+                             " operation(s) failed (see the master's log); its copy of the queue is"
+                             " incomplete")
 
 
 async def _report_distribution(op: Operation) -> None:
@@ -237,9 +252,11 @@ class NodeRemove(Operation):
         for uuid in promote:
             await self.ctx.log_info("Promoted node %s to master candidate", cfg.node(uuid).name)
         await _report_distribution(self)
+        if promote:
+            await copy_job_queue(self, [cfg.node(uuid).name for uuid in promote])
         try:
             await call_legacy(self, node.primary_ip, "node_leave_cluster", False)
-        except GanetiError as err:
+        except NodeCallError as err:
             await self.ctx.log(f"Warning: Errors encountered on the remote node while leaving the cluster:"
-                               f" {_error_text(err)}")
+                               f" {err}")
         return None

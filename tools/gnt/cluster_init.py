@@ -63,6 +63,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from masterd import nodecalls
 from masterd.config import defaults
 from masterd.config.model import ConfigData, ConfigError, load, new_config
 from masterd.config.ssconf import file_contents, ssconf_values
@@ -101,23 +102,10 @@ def prereq(text: str, code: str = ECODE_INVAL) -> GanetiError:
 
 def resolve(paths: Paths, name: str) -> str:
     """`name`'s IPv4 address: the root's etc/hosts when a root is set, else the resolver."""
-    if paths.root:
-        try:
-            with open(paths.etc_hosts, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except OSError as err:
-            raise prereq(f"Can't resolve hostname '{name}': cannot read {paths.etc_hosts}: {err.strerror}",
-                         ECODE_RESOLVER) from None
-        for line in lines:
-            fields = line.split("#", 1)[0].split()
-            if len(fields) >= 2 and name in fields[1:] and _is_ipv4(fields[0]):
-                return fields[0]
-        raise prereq(f"Can't resolve hostname '{name}': not in {paths.etc_hosts}", ECODE_RESOLVER)
     try:
-        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
-    except OSError as err:
-        raise prereq(f"Can't resolve hostname '{name}': {err}", ECODE_RESOLVER) from None
-    return str(infos[0][4][0])
+        return nodecalls.resolve(paths, name)
+    except nodecalls.ResolveError as err:
+        raise prereq(str(err), ECODE_RESOLVER) from None
 
 
 def _is_ipv4(text: str) -> bool:
@@ -137,13 +125,7 @@ def owns_address(address: str) -> bool:
     return True
 
 
-def tcp_ping(address: str, port: int, timeout: float = 5.0) -> bool:
-    """Whether something answers TCP on address:port (Ganeti's TcpPing)."""
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+tcp_ping = nodecalls.tcp_ping
 
 
 def cluster_ip_active(address: str, port: int) -> bool:

@@ -17,12 +17,8 @@ Interface::
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -30,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from noded.context import DEFAULT_NODED_PORT
-from noded.daemon import services_port
+from masterd import nodecalls
 from noded.paths import Paths
 from tools.gnt.errors import GanetiError
 
@@ -44,19 +39,11 @@ START_TIMEOUT = 60.0
 #: Seconds Ganeti's bootstrap waits for a fresh node daemon to answer `version`.
 NODED_WAIT = 10.0
 #: Seconds one legacy call may take (node_activate_master_ip runs fping: about 1 s).
-CALL_TIMEOUT = 60.0
+CALL_TIMEOUT = nodecalls.CALL_TIMEOUT
 
 
 def noded_port(paths: Paths, override: int | None = None) -> int:
-    if override is not None:
-        return override
-    port = services_port(paths.services_file) if paths.root else None
-    if port is None and not paths.root:
-        try:
-            port = socket.getservbyname("ganeti-noded", "tcp")
-        except OSError:
-            port = None
-    return port if port is not None else DEFAULT_NODED_PORT
+    return nodecalls.noded_port(paths, override)
 
 
 def daemon_env(paths: Paths) -> dict[str, str]:
@@ -110,36 +97,11 @@ def start_masterd(paths: Paths, grpc_port: int | None, extra: Sequence[str] = ()
 
 def call_node(paths: Paths, address: str, port: int, procedure: str, *args: Any,
               timeout: float = CALL_TIMEOUT) -> Any:
-    """The payload of one successful legacy call; GanetiError(OpExecError) otherwise."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
+    """The payload of one successful legacy call; GanetiError(OpExecError) otherwise (masterd.nodecalls)."""
     try:
-        ctx.load_verify_locations(paths.server_cert)
-        ctx.load_cert_chain(paths.client_cert)
-    except (OSError, ssl.SSLError) as err:
-        raise GanetiError("OpExecError",
-                          f"Cannot use the cluster certificates in {paths.data_dir}: {err}") from None
-    conn = http.client.HTTPSConnection(address, port, context=ctx, timeout=timeout)
-    where = f"node daemon at {address}:{port}"
-    try:
-        conn.request("POST", "/" + procedure, body=json.dumps(list(args)),
-                     headers={"Content-type": "application/json"})
-        resp = conn.getresponse()
-        body = resp.read()
-    except (OSError, ssl.SSLError, http.client.HTTPException) as err:
-        raise GanetiError("OpExecError", f"{procedure} on the {where} failed: {err}") from None
-    finally:
-        conn.close()
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = None
-    if resp.status != 200 or not (isinstance(answer, list) and len(answer) == 2):
-        raise GanetiError("OpExecError", f"{procedure} on the {where}: HTTP {resp.status}:"
-                                         f" {body.decode(errors='replace').strip()}")
-    if answer[0] is not True:
-        raise GanetiError("OpExecError", f"{procedure} on the {where} failed: {answer[1]}")
-    return answer[1]
+        return nodecalls.call_node(paths, address, port, procedure, *args, timeout=timeout)
+    except nodecalls.NodeCallError as err:
+        raise GanetiError("OpExecError", str(err)) from None
 
 
 def wait_node_version(paths: Paths, address: str, port: int, timeout: float = NODED_WAIT) -> Any:

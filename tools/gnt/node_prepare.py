@@ -13,9 +13,19 @@ component is the node's name) whose node daemon listens on the node's own
 3. the master's ssconf files are copied, among them
    ssconf_master_candidates_certs: the node daemon then accepts the
    master's client certificate (the TLS rule), and knows its cluster;
-4. the node's gRPC port is recorded in the master's
+4. the node gets the file storage directories of the cluster's enabled
+   file-based templates (cluster.file_storage_dir and
+   shared_file_storage_dir), as it sees them: a path the master sends is
+   mapped below the node's root (noded.backends.storagepaths.node_path), so
+   those mapped directories are created and listed in the node's
+   $CONF_DIR/file-storage-paths. Ganeti leaves that file to the
+   administrator of each node (it is an ancillary file that `gnt-cluster
+   verify` checks but never redistributes); this is our node setup doing
+   it, so that verify finds the path usable (no
+   ENODEFILESTORAGEPATHUNUSABLE);
+5. the node's gRPC port is recorded in the master's
    $DATA_DIR/node-grpc-ports when it is not 1812, so the master reaches it;
-5. our ganeti-noded is started in the node's root, bound to its address,
+6. our ganeti-noded is started in the node's root, bound to its address,
    and must answer `version` to the master's client certificate.
 
 Interface::
@@ -24,6 +34,7 @@ Interface::
         GanetiError (OpPrereqError / OpExecError) when the node cannot be prepared; a daemon
         started before the failure is stopped again
     record_grpc_port(master: Paths, name, port | None)      add, replace (or, with None, drop) its line
+    node_storage_dirs(master: Paths, node: Paths) -> [dirs]  step 4's directories (node files)
 """
 
 from __future__ import annotations
@@ -32,12 +43,15 @@ import glob
 import os
 import shutil
 
+from masterd.config.model import ConfigError, load
 from masterd.ssconf import node_grpc_ports_file
 from noded import certs
 from noded.backends.fileio import write_file_atomic
+from noded.backends.storagepaths import node_path
 from noded.context import DEFAULT_GRPC_PORT
 from noded.paths import Paths
 from tools.gnt import node_daemon
+from tools.gnt.cluster_init import add_file_storage_paths
 from tools.gnt.errors import GanetiError
 
 SSCONF_MODE = 0o444
@@ -68,6 +82,30 @@ def record_grpc_port(master: Paths, name: str, port: int | None) -> None:
         write_file_atomic(path, "".join(line + "\n" for line in kept).encode(), mode=0o644)
 
 
+#: The file-based disk templates and the cluster parameter naming their directory.
+_FILE_TEMPLATES = (("file", "file_storage_dir"), ("sharedfile", "shared_file_storage_dir"))
+
+
+def node_storage_dirs(master: Paths, node: Paths) -> list[str]:
+    """The node's own files for the cluster's file storage directories (of enabled templates)."""
+    try:
+        cluster = load(master.config_file).cluster
+    except (OSError, ConfigError) as err:
+        raise _prereq(f"Cannot read the cluster configuration {master.config_file}: {err}") from None
+    templates = cluster.get("enabled_disk_templates") or []
+    return [node_path(node, str(cluster[key])) for template, key in _FILE_TEMPLATES
+            if template in templates and cluster.get(key)]
+
+
+def _storage_dirs(master: Paths, node: Paths) -> None:
+    dirs = node_storage_dirs(master, node)
+    for path in dirs:
+        os.makedirs(path, 0o750, exist_ok=True)
+    if dirs:
+        os.makedirs(node.conf_dir, exist_ok=True)
+        add_file_storage_paths(node, dirs)
+
+
 def _write_files(master: Paths, node: Paths) -> None:
     for directory in (node.data_dir, os.path.dirname(node.etc_hosts), node.run_dir):
         os.makedirs(directory, exist_ok=True)
@@ -79,6 +117,7 @@ def _write_files(master: Paths, node: Paths) -> None:
     certs.write_client_pem(node.client_cert, node.server_cert, node.hostname)
     for src in sorted(glob.glob(os.path.join(master.data_dir, "ssconf_*"))):
         _copy(src, os.path.join(node.data_dir, os.path.basename(src)), SSCONF_MODE)
+    _storage_dirs(master, node)
 
 
 def prepare_local_node(master: Paths, node: Paths, address: str, port: int, grpc_port: int) -> int:
