@@ -13,7 +13,9 @@ The rest answer GenericError "not implemented"
 With a cluster configuration (masterd.confmgr: config.data loaded at the
 master's start), Query/QueryFields of node and group, QueryNodes and
 QueryGroups answer from it (masterd.query.config_query; node live fields
-through node_info to the online nodes), and QueryClusterInfo /
+through node_info to the online nodes), Query of instance and
+QueryInstances too (masterd.query.instances; live fields through
+all_instances_info to the instances' online primary nodes), and QueryClusterInfo /
 QueryConfigValues read the cluster from it.
 
 Answers without a cluster configuration: Query and
@@ -24,9 +26,9 @@ the classic queries answer [] (unknown fields are refused). cluster and os
 get luxid's own refusals (masterd.query.engine.resource_definitions).
 
 SetWatcherPause writes (or removes) $DATA_DIR/watcher.pause on this node,
-"<until as integer>\\n" as Ganeti's node daemon does; luxid asks every
-master candidate's node daemon to do it, which comes with the candidate list
-(issue 5).
+"<until as integer>\\n" as Ganeti's node daemon does, and asks the other
+online master candidates' node daemons to do the same (set_watcher_pause),
+as luxid does; a candidate's failure is logged.
 
     handler = LuxiHandler(engine, paths, config=None)   # config: masterd.confmgr.ConfigManager
     LuxiServer.for_paths(handler, paths)
@@ -37,10 +39,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 from typing import Any
 
-from masterd import ssconf
+from masterd import rpc, ssconf
 from masterd.config.model import ConfigData
 from masterd.confmgr import ConfigManager
 from masterd.engine import JobEngine
@@ -49,15 +52,18 @@ from masterd.jqueue.durable import write_durably
 from masterd.luxi.methods import UnimplementedHandler
 from masterd.luxi.protocol import GanetiError, OpPrereqError, RequestParseError
 from masterd.ops.cluster import cluster_info
-from masterd.ops.tags import read_cluster_tags
+from masterd.ops.tags import object_tags, read_cluster_tags
 from masterd.query.config_query import RESOURCES as CONFIG_RESOURCES
 from masterd.query.config_query import classic_from_config, query_from_config, select
 from masterd.query.engine import Resource, classic_rows, query_fields, resource_definitions, run_query
 from masterd.query.errors import QueryError
 from masterd.query.fields import UNAVAILABLE, FieldRegistry
 from masterd.query.filter import requested_names
+from masterd.query.instances import classic_instances, query_instances
 from masterd.query.jobs import job_resource, query_jobs, query_jobs_classic
 from noded.paths import Paths
+
+log = logging.getLogger(__name__)
 
 #: What luxid calls the objects of a resource in "<Kind> name X not found".
 _KIND_NAMES = {"node": "Node", "instance": "Instance", "group": "Group", "network": "Network",
@@ -146,7 +152,22 @@ class LuxiHandler(UnimplementedHandler):
                 write_durably(path, f"{int(until)}\n".encode(), 0o644)
 
         await asyncio.to_thread(apply)
+        await self._pause_candidates(until)
         return until
+
+    async def _pause_candidates(self, until: float | None) -> None:
+        """The other online master candidates write or remove their pause file too (luxid's RPC)."""
+        cfg = self._cfg()
+        if cfg is None or self.engine.node_rpc is None:
+            return
+        master = cfg.master_node.name
+        nodes = [n.name for n in cfg.nodes() if n.master_candidate and not n.offline and n.name != master]
+        if not nodes:
+            return
+        results = await rpc.call(self.engine.node_rpc, nodes, "set_watcher_pause", [until])
+        for result in results.values():
+            if result.fail_msg:
+                log.warning("Setting the watcher pause on node %s failed: %s", result.node, result.fail_msg)
 
     # -- queries ------------------------------------------------------------------------------
     async def query(self, what: str, fields: list[str], qfilter: list[Any] | None) -> dict[str, Any]:
@@ -157,6 +178,8 @@ class LuxiHandler(UnimplementedHandler):
                 return query_filter_rules(self.engine.filter_rules(), fields, qfilter)
             resource_definitions(_registry(), what, "Query")
             cfg = self._cfg()
+            if cfg is not None and what == "instance":
+                return await query_instances(cfg, self.engine.node_rpc, fields, qfilter)
             if cfg is not None and what in CONFIG_RESOURCES:
                 return await query_from_config(what, cfg, self.engine.node_rpc, fields, qfilter)
             resource = _empty_resource(what)
@@ -196,7 +219,13 @@ class LuxiHandler(UnimplementedHandler):
 
     async def query_instances(self, names: list[str], fields: list[str],
                               use_locking: bool) -> list[list[Any]]:
-        return self._classic_empty("instance", names, fields)
+        cfg = self._cfg()
+        if cfg is None:
+            return self._classic_empty("instance", names, fields)
+        try:
+            return await classic_instances(cfg, self.engine.node_rpc, names, fields)
+        except QueryError as err:
+            raise as_luxi_error(err) from None
 
     async def query_groups(self, names: list[str], fields: list[str], use_locking: bool) -> list[list[Any]]:
         return await self._classic("group", names, fields)
@@ -249,6 +278,8 @@ class LuxiHandler(UnimplementedHandler):
             except QueryError as err:
                 raise as_luxi_error(err) from None
             return list(section[uuid].get("tags") or [])
+        if cfg is not None and kind == "instance":
+            return object_tags(cfg, kind, name)
         if kind != "cluster":
             raise OpPrereqError(f"{_KIND_NAMES.get(kind, kind.capitalize())} name {name} not found",
                                 "unknown_entity")

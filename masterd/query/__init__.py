@@ -6,6 +6,8 @@ Modules (each documents its interface):
     engine   Resource, run_query, query_fields, classic_rows, resource_definitions, response checks
     jobs     the `job` resource: getters over job files, query_jobs, query_jobs_classic,
              job_field_values, job_status, job_priority, op_summary
+    instances the `instance` resource over config.data, live fields from all_instances_info:
+             instance_resource, query_instances, classic_instances (QueryInstances)
     qlang    the text language of gnt-* list commands: parse_filter, make_filter
     errors   FilterError, QueryFilterParseError, OpPrereqError, GenericError with `encode()`
 

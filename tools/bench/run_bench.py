@@ -1,8 +1,8 @@
 """`make bench`: our node and master daemons against the real Ganeti ones and against bare echo servers.
 
-    python tools/bench/run_bench.py [--duration S] [--only SCENARIO] ...   (SCENARIO: one of the six below)
+    python tools/bench/run_bench.py [--duration S] [--only SCENARIO] ...   (SCENARIO: one of the seven below)
 
-Six measurements, in one run, on this machine (client and servers share its cores):
+Seven measurements, in one run, on this machine (client and servers share its cores):
 
 legacy-new        POST /version on a new TLS connection per call, as Ganeti masters call
                   (the anchor's bench_noded.py --client ssl, one process per connection):
@@ -33,6 +33,21 @@ config            masterd.distribution sending config.data (the reference sample
                   and ssconf to all of them: full distribution and one change, median of
                   --config-repeat (tools/bench/config_dist.py). Targets: linear growth, 10,000
                   instances to 20 candidates in under 2 s.
+node-list         Debian's real `gnt-node list` against our master with --node-list-nodes of our
+                  nodes (our gnt-cluster init and gnt-node add --node-root, node daemons on
+                  127.0.10.1-N, each its own root, cluster IP 127.0.10.100 on lo: needs root),
+                  --node-list-runs runs: median wall clock, beside the same command with 1 node
+                  and the CLI start-up floor (`gnt-node --version`) of this run
+                  (tools/bench/node_list.py). Target: under the real master's 0.24 s for its one
+                  node (real-cluster-notes.md, a reference, not this run). Skipped, with a note,
+                  where root, `ip` or Debian's ganeti package is missing.
+instance-list     Debian's real `gnt-instance list` (default fields: live data from one
+                  all_instances_info per node) against our master with --instance-list-count
+                  started fake-hypervisor instances on 3 of our nodes (node daemons on
+                  127.0.13.201-203, cluster IP 127.0.13.200 on lo: needs root; instances created by
+                  OP_INSTANCE_CREATE jobs through SubmitManyJobs), --instance-list-runs runs: median
+                  wall clock beside the CLI start-up floor (`gnt-instance --version`)
+                  (tools/bench/instance_list.py). Target: under 1 s.
 
 Each throughput point runs `--rounds` times, ours and the baseline alternating (ABBA) to
 spread drift; every load has a warm-up before its measured window. Prints a
@@ -58,7 +73,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for a direct run
 
-from tools.bench import config_dist, instances_report, servers
+from tools.bench import config_dist, instance_list, instances_report, node_list, servers
 from tools.bench import jobs as jobs_bench
 from tools.bench import pyspy as profiling
 from tools.bench.clients import BenchNoded, LoadGen
@@ -70,7 +85,8 @@ from tools.bench.servers import Certs, Server
 from tools.bench.stats import Measurement, combine
 
 REPO = servers.REPO
-SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances", "jobs", "config")
+SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances", "jobs", "config", "node-list",
+             "instance-list")
 NODE_SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances")
 THROUGHPUT = ("legacy-new", "legacy-keepalive", "grpc")
 # shared/ lies beside the checkout (here, and in CI).
@@ -146,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config: master candidates receiving it (default 3,20; at most 100)")
     p.add_argument("--config-repeat", type=int, default=5, metavar="R",
                    help="config: measured distributions per point, median taken (default 5)")
+    p.add_argument("--node-list-nodes", type=int, default=20, metavar="N",
+                   help="node-list: nodes in the cluster, the master included (default 20, at most 99)")
+    p.add_argument("--node-list-runs", type=int, default=20, metavar="R",
+                   help="node-list: measured runs of each command, median taken (default 20, as the "
+                        "reference)")
+    p.add_argument("--instance-list-count", type=int, default=1000, metavar="N",
+                   help="instance-list: started fake instances on the 3 nodes (default 1000)")
+    p.add_argument("--instance-list-runs", type=int, default=10, metavar="R",
+                   help="instance-list: measured runs of each command, median taken (default 10)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench-results")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record our daemon with py-spy during its measured runs into DIR and print "
@@ -253,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     inst_result: InstancesResult | None = None
     jobs_result: jobs_bench.JobsResult | None = None
     config_result: config_dist.Result | None = None
+    node_list_result: node_list.Result | None = None
+    instance_list_result: instance_list.Result | None = None
     processes: dict[str, dict[str, int]] = {}
     failure: str | None = None
     started = time.time()
@@ -285,6 +312,16 @@ def main(argv: list[str] | None = None) -> int:
                 config_bench = config_dist.ConfigBench(csettings, tmp, log)
                 config_result = config_bench.result
                 config_bench.run(procs)
+            if "node-list" in chosen:
+                nl_settings = node_list.Settings(args.node_list_nodes, args.node_list_runs)
+                nl_bench = node_list.NodeListBench(nl_settings, log)
+                node_list_result = nl_bench.result
+                nl_bench.run()
+            if "instance-list" in chosen:
+                il_bench = instance_list.InstanceListBench(
+                    instance_list.Settings(args.instance_list_count, args.instance_list_runs), log)
+                instance_list_result = il_bench.result
+                il_bench.run()
     except Exception as err:  # report what was measured, then fail
         failure = str(err)
         log(f"run_bench: {err}")
@@ -315,9 +352,18 @@ def main(argv: list[str] | None = None) -> int:
     if config_result is not None and config_result.rows:
         print(("\n" if any(s != "config" for s in chosen) else "")
               + config_dist.markdown(config_result, str(machine["started"])))
+    if node_list_result is not None and node_list_result.skipped is not None:
+        print(f"\nnode-list: skipped: {node_list_result.skipped}")
+    elif node_list_result is not None and (node_list_result.many_s or node_list_result.one_s):
+        print(("\n" if any(s != "node-list" for s in chosen) else "")
+              + node_list.markdown(node_list_result, str(machine["started"])))
+    if instance_list_result is not None and instance_list_result.list_s:
+        print(("\n" if any(s != "instance-list" for s in chosen) else "")
+              + instance_list.markdown(instance_list_result, str(machine["started"])))
     if args.profile is not None:
         print_profiles(args.profile, chosen)
-    if points or inst_result is not None or jobs_result is not None or config_result is not None or failure:
+    if points or inst_result is not None or jobs_result is not None or config_result is not None \
+            or node_list_result is not None or instance_list_result is not None or failure:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         out = args.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
         data = to_json(points, settings, machine, failure)
@@ -327,12 +373,18 @@ def main(argv: list[str] | None = None) -> int:
             data["jobs"] = jobs_result.summary()
         if config_result is not None and config_result.rows:
             data["config"] = config_result.summary()
+        if node_list_result is not None:
+            data["node_list"] = node_list_result.summary()
+        if instance_list_result is not None:
+            data["instance_list"] = instance_list_result.summary()
         out.write_text(json.dumps(data, indent=2) + "\n")
         log(f"run_bench: results written to {out}")
     errors = sum(p.ours.errors + p.base.errors for p in points)
     errors += inst_result.errors if inst_result is not None else 0
     errors += jobs_result.errors if jobs_result is not None else 0
     errors += config_result.errors if config_result is not None else 0
+    errors += node_list_result.errors if node_list_result is not None else 0
+    errors += instance_list_result.errors if instance_list_result is not None else 0
     if errors:
         log(f"run_bench: {errors} calls failed")
     return 1 if failure is not None or errors else 0

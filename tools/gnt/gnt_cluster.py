@@ -5,7 +5,9 @@ tools.gnt.cluster_init.
 
 LUXI use (cli-needs.md §1): `info` and `version` send QueryClusterInfo;
 `queue drain|undrain` SetDrainFlag [bool]; `queue info` QueryConfigValues
-[["drain_flag"]]. Ganeti's other gnt-cluster commands (init, destroy,
+[["drain_flag"]]; `watcher pause <timespec>` SetWatcherPause [now + seconds],
+`watcher continue` SetWatcherPause [null], `watcher info` QueryConfigValues
+[["watcher_pause"]]. Ganeti's other gnt-cluster commands (init, destroy,
 verify, ...) answer "not implemented yet" with exit code 1 until they are
 added: write `def cmd(ctx, opts, args) -> int`, add it to `COMMANDS` (and
 remove its name from `PLANNED`).
@@ -17,13 +19,14 @@ iterate frozensets), we print them sorted.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from masterd.query.fields import nice_sort_key
 from tools.gnt import cluster_init, failover
 from tools.gnt.command import ARGS_NONE, EXIT_SUCCESS, Args, Command, Context, generic_main, option
 from tools.gnt.errors import ECODE_INVAL, GanetiError, protocol_error
-from tools.gnt.output import format_time, print_generic_info, to_roman, to_stdout
+from tools.gnt.output import format_time, parse_timespec, print_generic_info, to_roman, to_stdout
 
 #: Where Ganeti looks for OS and ExtStorage definitions (pathutils; not under GANETI_ROOTDIR).
 OS_SEARCH_PATH = ["/srv/ganeti/os", "/usr/local/lib/ganeti/os", "/usr/lib/ganeti/os", "/usr/share/ganeti/os"]
@@ -207,6 +210,31 @@ def queue_ops(ctx: Context, opts: Any, args: list[str]) -> int:
     return EXIT_SUCCESS
 
 
+def _show_watcher_pause(until: Any) -> None:
+    if until is None or until < time.time():
+        to_stdout("The watcher is not paused.")
+    else:
+        to_stdout(f"The watcher is paused until {time.ctime(until)}.")
+
+
+def watcher_ops(ctx: Context, opts: Any, args: list[str]) -> int:
+    """`watcher pause <timespec>|continue|info`: SetWatcherPause / QueryConfigValues [["watcher_pause"]]."""
+    command = args[0]
+    client = ctx.client()
+    if command == "continue":
+        client.call("SetWatcherPause", [None])
+        to_stdout("The watcher is no longer paused.")
+    elif command == "pause":
+        if len(args) < 2:
+            raise GanetiError("OpPrereqError", "Missing pause duration", ECODE_INVAL)
+        _show_watcher_pause(client.call("SetWatcherPause", [time.time() + parse_timespec(args[1])]))
+    elif command == "info":
+        _show_watcher_pause(client.query_config_values(["watcher_pause"])[0])
+    else:
+        raise GanetiError("OpPrereqError", f"Command '{command}' is not valid.", ECODE_INVAL)
+    return EXIT_SUCCESS
+
+
 ROMAN_OPT = option("--roman", dest="roman_integers", default=False, action="store_true",
                    help="Use roman numbers for positive integers")
 
@@ -214,6 +242,8 @@ COMMANDS: dict[str, Command] = {
     "info": Command(show_cluster_config, ARGS_NONE, [ROMAN_OPT], "[--roman]", "Show cluster configuration"),
     "version": Command(show_cluster_version, ARGS_NONE, [], "", "Shows the cluster version"),
     "queue": Command(queue_ops, [Args(min=1, max=1)], [], "drain|undrain|info", "Change queue properties"),
+    "watcher": Command(watcher_ops, [Args(min=1, max=1), Args(min=0, max=1)], [],
+                       "{pause <timespec>|continue|info}", "Change watcher properties"),
     **cluster_init.COMMANDS,
     **failover.COMMANDS,
 }
@@ -223,7 +253,7 @@ ALIASES = {"show": "info", "masterfailover": "master-failover"}
 #: Ganeti's other gnt-cluster commands, to come (issue 5 and later).
 PLANNED = ("rename", "redist-conf", "verify", "verify-disks", "repair-disk-sizes",
            "master-ping", "getmaster", "copyfile", "command", "list-tags", "add-tags",
-           "remove-tags", "search-tags", "watcher", "modify", "renew-crypto", "epo", "activate-master-ip",
+           "remove-tags", "search-tags", "modify", "renew-crypto", "epo", "activate-master-ip",
            "deactivate-master-ip", "show-ispecs-cmd", "upgrade")
 
 

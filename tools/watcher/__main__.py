@@ -1,0 +1,3 @@
+from tools.watcher.main import main
+
+raise SystemExit(main())
