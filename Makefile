@@ -1,16 +1,16 @@
-# Ganeti-compatible node (and later master) daemons.
+# Ganeti-compatible node and master daemons.
 #
 #   make check   set up everything on a fresh Debian 12 machine and run the whole test suite (CI runs this)
-#   make demo    set up and run a small node-daemon cluster on this machine, start to finish
+#   make demo    set up and run a three-node cluster on this machine with a kvm instance, start to finish
 #
 # Everything else is a piece of those two.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := ganeti ganeti-os-noop iproute2 curl qemu-system-x86 qemu-utils socat
+APT_PACKAGES := ganeti ganeti-os-noop ganeti-htools iproute2 curl qemu-system-x86 qemu-utils socat
 
-.PHONY: check demo setup apt venv proto proto-check docs docs-check lint typecheck test bench bench-real clean
+.PHONY: check demo demo-nodes setup apt venv proto proto-check docs docs-check lint typecheck test bench bench-real clean
 
 check: setup proto-check docs-check lint typecheck test
 
@@ -73,6 +73,9 @@ bench-real: setup
 	$(PY) tools/bench/run_bench.py --only jobs --jobs-real
 
 demo: setup
+	$(PY) tools/demo_cluster.py
+
+demo-nodes: setup
 	$(PY) tools/demo_nodes.py
 
 clean:

@@ -128,18 +128,6 @@ def _share(made: InstanceCluster, name: str) -> None:
     link.symlink_to(made.shared_dir())
 
 
-def _allow_storage(made: InstanceCluster, name: str) -> None:
-    """List the node's own file storage directories in its file-storage-paths (kept if already there)."""
-    listing = made.root(name) / "etc/ganeti/file-storage-paths"
-    lines = listing.read_text().splitlines() if listing.exists() else []
-    for sub in ("file-storage", "shared-file-storage"):
-        path = str(made.root(name) / "srv/ganeti" / sub)
-        if path not in lines:
-            lines.append(path)
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(f"{line}\n" for line in lines))
-
-
 @contextlib.contextmanager
 def build_cluster(prefix: str, addresses: Mapping[str, str], cluster_ip: str,
                   instances: Mapping[str, str] | None = None,
@@ -165,8 +153,6 @@ def build_cluster(prefix: str, addresses: Mapping[str, str], cluster_ip: str,
         for name in list(addresses)[1:]:
             done = made.run(str(BIN / "gnt-node"), "add", "--node-root", str(made.root(name)), name)
             assert done.returncode == 0, done.stderr
-        for name in addresses:
-            _allow_storage(made, name)
         yield made
     finally:
         try:

@@ -141,7 +141,8 @@ async def allocate(ctx: OpContext, cfg: ConfigData, name: str, request: dict[str
     template = str(request.get("disk_template") or "")
     hypervisor = str(request.get("hypervisor") or "")
     online = [n.name for n in cfg.nodes() if n.vm_capable and not n.offline]
-    units = [[template, model.storage_dir(cfg, template), []]] if template in model.FILE_TEMPLATES else None
+    units = ([model.storage_unit(cfg, template, ctx.paths.root)] if template in model.FILE_TEMPLATES
+             else None)
     hvparams = model.fill_hv(cfg, hypervisor, "", None)
     hvs = list(cluster.get("enabled_hypervisors") or [])
     all_hvparams = {hv: model.fill_hv(cfg, hv, "", None) for hv in hvs}

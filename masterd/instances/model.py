@@ -306,6 +306,11 @@ def storage_dir(cfg: ConfigData, template: str) -> str:
     return str(cfg.cluster.get(key) or "")
 
 
+def storage_unit(cfg: ConfigData, template: str, root: str) -> list[Any]:
+    """node_info's storage unit for a file template: its directory as sent to the nodes (virtual_path)."""
+    return [template, virtual_path(root, storage_dir(cfg, template)), []]
+
+
 def file_disk_path(directory: str, disk_uuid: str, index: int, template: str) -> str:
     """Ganeti's file disk name: <dir>/<disk uuid>.<template>.disk<index>."""
     return f"{directory}/{disk_uuid}.{template}.disk{index}"

@@ -74,7 +74,8 @@ async def builtin_choice(ctx: OpContext, cfg: ConfigData, op: dict[str, Any], *,
                             " vm_capable node", common.ECODE_NORES)
     names = {u: cfg.node(u).name for u in uuids}
     hvparams = model.fill_hv(cfg, hypervisor, str(op.get("os_type") or ""), None)
-    units = [[template, model.storage_dir(cfg, template), []]] if template in model.FILE_TEMPLATES else None
+    units = ([model.storage_unit(cfg, template, ctx.paths.root)] if template in model.FILE_TEMPLATES
+             else None)
     results = await common.nodes_call(ctx, list(names.values()), "node_info",
                                       [units, [[hypervisor, hvparams]]])
     needed_mem = int(be.get("maxmem") or 0)

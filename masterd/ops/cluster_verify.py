@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 
 from masterd import rpc as node_rpc
 from masterd.config.model import ConfigData, Node
+from masterd.instances.model import virtual_path
 from masterd.jqueue.model import ELOG_MESSAGE
 from masterd.luxi.protocol import OpExecError, OpPrereqError
 from masterd.ops.base import Operation
@@ -456,7 +457,8 @@ class ClusterVerifyGroup(Operation):
             checks["oslist"] = None
         templates = cluster.get("enabled_disk_templates") or []
         if "file" in templates and cluster.get("file_storage_dir"):
-            checks["file-storage-path"] = cluster["file_storage_dir"]
+            # as a virtual path: every node checks its own directory (model.virtual_path)
+            checks["file-storage-path"] = virtual_path(self.ctx.paths.root, cluster["file_storage_dir"])
         return checks
 
     def expected_files(self, cfg: ConfigData, online: list[Node]) -> dict[str, list[str]]:

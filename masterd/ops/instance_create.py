@@ -308,7 +308,7 @@ class InstanceCreate(Operation):
         want_space = self.template in model.FILE_TEMPLATES
         if not (want_memory or want_space):
             return
-        units = ([[self.template, model.storage_dir(cfg, self.template), []]] if want_space else None)
+        units = [model.storage_unit(cfg, self.template, self.ctx.paths.root)] if want_space else None
         hvparams = model.fill_hv(cfg, self.hypervisor, os_name, None)
         result = await common.node_call(self.ctx, pnode_name, "node_info",
                                         [units, [[self.hypervisor, hvparams]]])

@@ -36,6 +36,7 @@ from typing import Any
 
 from masterd.config.model import ConfigData, Node
 from masterd.config.roles import node_role
+from masterd.instances.model import storage_unit
 from masterd.query.engine import Resource
 from masterd.query.fields import (
     FLAG_HOSTNAME,
@@ -168,12 +169,11 @@ def needs_live(fields: Sequence[str], qfilter: Any) -> bool:
     return bool(wanted & set(LIVE_FIELDS))
 
 
-def _storage_unit(cfg: ConfigData) -> list[Any] | None:
+def _storage_unit(cfg: ConfigData, root: str) -> list[Any] | None:
     templates = cfg.cluster.get("enabled_disk_templates") or []
     if not templates or templates[0] not in _FILE_TEMPLATES:
         return None
-    kind, key = _FILE_TEMPLATES[templates[0]]
-    return [kind, str(cfg.cluster.get(key) or ""), []]
+    return storage_unit(cfg, templates[0], root)
 
 
 def legacy_live(result: Any) -> dict[str, Any]:
@@ -200,7 +200,7 @@ async def gather_live(cfg: ConfigData, rpc: NodeRpcClient | None,
     hypervisors = cfg.cluster.get("enabled_hypervisors") or []
     hv_specs = [[hypervisors[0], dict((cfg.cluster.get("hvparams") or {}).get(hypervisors[0]) or {})]] \
         if hypervisors else []
-    unit = _storage_unit(cfg)
+    unit = _storage_unit(cfg, rpc.paths.root)
     answers = await rpc.node_info([node.name for node in asked], [unit] if unit else [], hv_specs)
     out: dict[str, dict[str, Any] | None] = {}
     for node in asked:

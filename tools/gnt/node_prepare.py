@@ -44,6 +44,7 @@ import os
 import shutil
 
 from masterd.config.model import ConfigError, load
+from masterd.instances.model import virtual_path
 from masterd.ssconf import node_grpc_ports_file
 from noded import certs
 from noded.backends.fileio import write_file_atomic
@@ -93,7 +94,9 @@ def node_storage_dirs(master: Paths, node: Paths) -> list[str]:
     except (OSError, ConfigError) as err:
         raise _prereq(f"Cannot read the cluster configuration {master.config_file}: {err}") from None
     templates = cluster.get("enabled_disk_templates") or []
-    return [node_path(node, str(cluster[key])) for template, key in _FILE_TEMPLATES
+    # The master sends these paths as virtual paths (masterd.instances.model.virtual_path): below
+    # its root they name the same place below every node's root.
+    return [node_path(node, virtual_path(master.root, str(cluster[key]))) for template, key in _FILE_TEMPLATES
             if template in templates and cluster.get(key)]
 
 
