@@ -112,6 +112,18 @@ def create_op(name: str, node: str) -> dict[str, Any]:
 
 
 class InstanceListBench:
+    """Builds the cluster, measures, tears down; subclasses change the addresses and the measurement."""
+
+    name = "instance-list"
+    nodes: tuple[str, ...] = NODES
+    cluster_ip = CLUSTER_IP
+    cluster_name = CLUSTER
+    init_args: tuple[str, ...] = INIT_ARGS
+
+    @staticmethod
+    def address(i: int) -> str:
+        return node_address(i)
+
     def __init__(self, settings: Settings, log: Callable[[str], None]) -> None:
         self.settings = settings
         self.log = log
@@ -126,16 +138,16 @@ class InstanceListBench:
         if missing or shutil.which("ip") is None or os.geteuid() != 0:
             raise BenchError(f"instance-list needs root, `ip`, Debian's ganeti package and our console"
                              f" scripts (missing: {', '.join(missing) or 'none'}; uid {os.geteuid()})")
-        if _ip_on_lo(CLUSTER_IP):
-            raise BenchError(f"instance-list: {CLUSTER_IP} is already on lo (another cluster runs there)")
+        if _ip_on_lo(self.cluster_ip):
+            raise BenchError(f"{self.name}: {self.cluster_ip} is already on lo (another cluster runs there)")
 
     def root(self, i: int) -> Path:
         assert self.base is not None
-        return self.base / NODES[i]
+        return self.base / self.nodes[i]
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ, GANETI_ROOTDIR=str(self.root(0)), GANETI_HOSTNAME=NODES[0])
+        env = dict(os.environ, GANETI_ROOTDIR=str(self.root(0)), GANETI_HOSTNAME=self.nodes[0])
         env.pop("PYTHONPATH", None)
         return env
 
@@ -158,18 +170,26 @@ class InstanceListBench:
         return self.result
 
     def _build_and_measure(self) -> None:
-        port, grpc_port = free_port(node_address(0)), free_port(node_address(0))
+        self._build()
+        self._measure()
+
+    def _build(self) -> None:
+        """Our gnt-cluster init on the first node and gnt-node add for the others (own roots)."""
+        port, grpc_port = free_port(self.address(0)), free_port(self.address(0))
         etc = self.root(0) / "etc"
         etc.mkdir(parents=True)
-        hosts = "".join(f"{node_address(i)} {name}\n" for i, name in enumerate(NODES))
-        (etc / "hosts").write_text(f"{hosts}{CLUSTER_IP} {CLUSTER}\n")
+        hosts = "".join(f"{self.address(i)} {name}\n" for i, name in enumerate(self.nodes))
+        (etc / "hosts").write_text(f"{hosts}{self.cluster_ip} {self.cluster_name}\n")
         (etc / "services").write_text(f"ganeti-noded {port}/tcp\n")
-        self.log(f"instance-list: gnt-cluster init on {NODES[0]} ({node_address(0)}), roots in {self.base}")
-        self._must("gnt-cluster init", OUR_GNT_CLUSTER, "init", *INIT_ARGS, "--noded-grpc-port",
-                   str(grpc_port), CLUSTER)
-        for i in range(1, len(NODES)):
-            self._must(f"gnt-node add {NODES[i]}", OUR_GNT_NODE, "add", "--node-root", str(self.root(i)),
-                       NODES[i])
+        self.log(f"{self.name}: gnt-cluster init on {self.nodes[0]} ({self.address(0)}),"
+                 f" roots in {self.base}")
+        self._must("gnt-cluster init", OUR_GNT_CLUSTER, "init", *self.init_args,
+                   "--noded-grpc-port", str(grpc_port), self.cluster_name)
+        for i in range(1, len(self.nodes)):
+            self._must(f"gnt-node add {self.nodes[i]}", OUR_GNT_NODE, "add", "--node-root", str(self.root(i)),
+                       self.nodes[i])
+
+    def _measure(self) -> None:
         count = self.settings.instances
         self.log(f"instance-list: creating {count} started fake instances (OP_INSTANCE_CREATE via"
                  f" SubmitManyJobs, batches of {BATCH})")
@@ -190,7 +210,7 @@ class InstanceListBench:
         with LuxiClient(address=socket) as client:
             job_ids: list[int] = []
             for first in range(0, count, BATCH):
-                jobs = [[create_op(instance_name(i), NODES[i % len(NODES)])]
+                jobs = [[create_op(instance_name(i), self.nodes[i % len(self.nodes)])]
                         for i in range(first, min(count, first + BATCH))]
                 for ok, value in client.call("SubmitManyJobs", [jobs]):
                     if not ok:
@@ -233,7 +253,7 @@ class InstanceListBench:
     def _teardown(self) -> None:
         assert self.base is not None
         pids: list[int] = []
-        for i in range(len(NODES)):
+        for i in range(len(self.nodes)):
             for daemon in ("ganeti-masterd", "ganeti-noded"):
                 pid_file = self.root(i) / "var/run/ganeti" / f"{daemon}.pid"
                 with contextlib.suppress(OSError, ValueError):
@@ -248,8 +268,8 @@ class InstanceListBench:
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        if _ip_on_lo(CLUSTER_IP):
-            subprocess.run(["ip", "addr", "del", f"{CLUSTER_IP}/32", "dev", "lo"], capture_output=True)
+        if _ip_on_lo(self.cluster_ip):
+            subprocess.run(["ip", "addr", "del", f"{self.cluster_ip}/32", "dev", "lo"], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -1,8 +1,8 @@
 """`make bench`: our node and master daemons against the real Ganeti ones and against bare echo servers.
 
-    python tools/bench/run_bench.py [--duration S] [--only SCENARIO] ...   (SCENARIO: one of the seven below)
+    python tools/bench/run_bench.py [--duration S] [--only SCENARIO] ...   (SCENARIO: one of the nine below)
 
-Seven measurements, in one run, on this machine (client and servers share its cores):
+Nine measurements, in one run, on this machine (client and servers share its cores):
 
 legacy-new        POST /version on a new TLS connection per call, as Ganeti masters call
                   (the anchor's bench_noded.py --client ssl, one process per connection):
@@ -48,6 +48,11 @@ instance-list     Debian's real `gnt-instance list` (default fields: live data f
                   OP_INSTANCE_CREATE jobs through SubmitManyJobs), --instance-list-runs runs: median
                   wall clock beside the CLI start-up floor (`gnt-instance --version`)
                   (tools/bench/instance_list.py). Target: under 1 s.
+instance-add      Debian's real `gnt-instance add` until the instance runs (OS installed, started),
+                  fake and kvm, against our master on 3 of our nodes (127.0.18.201-203: needs
+                  root), --instance-add-runs runs each, beside the CLI start-up floor
+                  (tools/bench/instance_add.py). Target: fake at most a fifth of the real master's
+                  1.96 s (rpc-trace.md; `make bench-real` runs the real master instead).
 
 Each throughput point runs `--rounds` times, ours and the baseline alternating (ABBA) to
 spread drift; every load has a warm-up before its measured window. Prints a
@@ -73,7 +78,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for a direct run
 
-from tools.bench import config_dist, instance_list, instances_report, node_list, servers
+from tools.bench import config_dist, instance_add, instance_list, instances_report, node_list, servers
 from tools.bench import jobs as jobs_bench
 from tools.bench import pyspy as profiling
 from tools.bench.clients import BenchNoded, LoadGen
@@ -86,7 +91,7 @@ from tools.bench.stats import Measurement, combine
 
 REPO = servers.REPO
 SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances", "jobs", "config", "node-list",
-             "instance-list")
+             "instance-list", "instance-add")
 NODE_SCENARIOS = ("legacy-new", "legacy-keepalive", "grpc", "instances")
 THROUGHPUT = ("legacy-new", "legacy-keepalive", "grpc")
 # shared/ lies beside the checkout (here, and in CI).
@@ -171,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instance-list: started fake instances on the 3 nodes (default 1000)")
     p.add_argument("--instance-list-runs", type=int, default=10, metavar="R",
                    help="instance-list: measured runs of each command, median taken (default 10)")
+    p.add_argument("--instance-add-runs", type=int, default=5, metavar="R",
+                   help="instance-add: measured gnt-instance add runs per hypervisor, median taken"
+                        " (default 5)")
     p.add_argument("--out-dir", type=Path, default=REPO / "bench-results")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record our daemon with py-spy during its measured runs into DIR and print "
@@ -280,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     config_result: config_dist.Result | None = None
     node_list_result: node_list.Result | None = None
     instance_list_result: instance_list.Result | None = None
+    instance_add_result: instance_add.AddResult | None = None
     processes: dict[str, dict[str, int]] = {}
     failure: str | None = None
     started = time.time()
@@ -322,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
                     instance_list.Settings(args.instance_list_count, args.instance_list_runs), log)
                 instance_list_result = il_bench.result
                 il_bench.run()
+            if "instance-add" in chosen:
+                ia_settings = instance_list.Settings(1, args.instance_add_runs)  # one instance at a time
+                ia_bench = instance_add.InstanceAddBench(ia_settings, log)
+                instance_add_result = ia_bench.add_result
+                ia_bench.run()
     except Exception as err:  # report what was measured, then fail
         failure = str(err)
         log(f"run_bench: {err}")
@@ -360,10 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     if instance_list_result is not None and instance_list_result.list_s:
         print(("\n" if any(s != "instance-list" for s in chosen) else "")
               + instance_list.markdown(instance_list_result, str(machine["started"])))
+    if instance_add_result is not None and instance_add_result.add_s:
+        print(("\n" if any(s != "instance-add" for s in chosen) else "")
+              + instance_add.markdown(instance_add_result, str(machine["started"])))
     if args.profile is not None:
         print_profiles(args.profile, chosen)
     if points or inst_result is not None or jobs_result is not None or config_result is not None \
-            or node_list_result is not None or instance_list_result is not None or failure:
+            or node_list_result is not None or instance_list_result is not None \
+            or instance_add_result is not None or failure:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         out = args.out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
         data = to_json(points, settings, machine, failure)
@@ -377,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             data["node_list"] = node_list_result.summary()
         if instance_list_result is not None:
             data["instance_list"] = instance_list_result.summary()
+        if instance_add_result is not None:
+            data["instance_add"] = instance_add_result.summary()
         out.write_text(json.dumps(data, indent=2) + "\n")
         log(f"run_bench: results written to {out}")
     errors = sum(p.ours.errors + p.base.errors for p in points)
@@ -385,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     errors += config_result.errors if config_result is not None else 0
     errors += node_list_result.errors if node_list_result is not None else 0
     errors += instance_list_result.errors if instance_list_result is not None else 0
+    errors += instance_add_result.errors if instance_add_result is not None else 0
     if errors:
         log(f"run_bench: {errors} calls failed")
     return 1 if failure is not None or errors else 0
