@@ -239,3 +239,31 @@ def test_syslog_without_a_syslog_socket_falls_back_to_the_log_file(node_root: No
         assert "--syslog=only asked for, but /dev/log does not exist" in log
     finally:
         daemon.stop()
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def test_a_daemon_killed_with_sigkill_frees_its_port_for_a_restart(noded_factory) -> None:  # type: ignore[no-untyped-def]
+    """The legacy door workers notice their daemon is gone and stop: the same ports can be bound again."""
+    first = noded_factory("node1", "127.0.0.2", "--legacy-workers", "2")
+    workers = _children(first.pid)
+    assert len(workers) == 2
+    os.kill(first.pid, signal.SIGKILL)
+    assert _wait_gone(first.pid)
+    assert all(_wait_gone(pid, 10) for pid in workers), "a legacy door worker outlived its daemon"
+    again = start_noded(first.node, first.address, "--legacy-workers", "2", port=first.port,
+                        grpc_port=first.grpc_port)
+    try:
+        assert again.call("version") == [True, 3000000]
+    finally:
+        again.stop()
