@@ -7,7 +7,7 @@ import json
 import pytest
 
 from compat_jsonrpc import codec
-from generated.ganeti.node.v1 import cluster_pb2, objects_pb2
+from generated.ganeti.node.v1 import cluster_pb2, node_pb2, objects_pb2
 
 
 def test_request_is_positional_in_field_order() -> None:
@@ -139,3 +139,16 @@ def test_doubles_without_fraction_are_written_as_integers() -> None:
         "instance_info")
     assert json.dumps(codec.result_from_response(resp), sort_keys=True) == \
         '{"memory": 128, "state": 0, "time": 0, "vcpus": 1}'
+
+
+def test_node_info_keeps_null_and_empty_lists_apart() -> None:
+    """Ganeti answers null for the parts node_info was not asked about, [] for an empty request."""
+    unset = codec.request_from_args(node_pb2.NodeInfoRequest, [None, None], "node_info")
+    assert not unset.HasField("storage_units") and not unset.HasField("hv_specs")
+    assert codec.args_from_request(unset) == [None, None]
+    empty = codec.request_from_args(node_pb2.NodeInfoRequest, [[], []], "node_info")
+    assert empty.HasField("storage_units") and codec.args_from_request(empty) == [[], []]
+    for result in (["boot", None, None], ["boot", [], []],
+                   ["boot", [{"type": "file", "name": "/d", "storage_free": 5, "storage_size": 9}], None]):
+        response = codec.response_from_result(node_pb2.NodeInfoResponse, result, "node_info")
+        assert codec.result_from_response(response) == result

@@ -84,10 +84,11 @@ def test_nodejs_client_reads_node_info_with_boot_id_and_memory(
     info = result["node_info"]
     assert UUID_RE.match(info["boot_id"]), info["boot_id"]
     assert info["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    assert len(info["hv_info"]) == 1
-    assert int(info["hv_info"][0]["memory_total"]) > 0
-    assert [(s["type"], s["name"]) for s in info["storage_info"]] == [("file", noded.paths.file_storage_dir)]
-    assert info["storage_info"][0]["storage_size"] > 0  # a google.protobuf.Value, printed as its number
+    assert len(info["hv_info"]["items"]) == 1
+    assert int(info["hv_info"]["items"][0]["memory_total"]) > 0
+    assert [(s["type"], s["name"]) for s in info["storage_info"]["items"]] == \
+        [("file", noded.paths.file_storage_dir)]
+    assert info["storage_info"]["items"][0]["storage_size"] > 0  # a google.protobuf.Value, printed as its number
 
 
 def test_nodejs_client_with_a_certificate_the_node_does_not_accept_fails(

@@ -119,14 +119,14 @@ def typed_node_info(nodes: list[Node], master_cert: str) -> None:
     for n in nodes:
         stub = n.grpc_stub(master_cert)
         req = node_pb2.NodeInfoRequest()
-        unit = req.storage_units.add()
+        unit = req.storage_units.units.add()
         unit.storage_type, unit.key = "file", n.paths.file_storage_dir
         unit.params.SetInParent()  # Ganeti sends [] for file storage
-        spec = req.hv_specs.add()
+        spec = req.hv_specs.specs.add()
         spec.hv_name = "fake"
         info = stub.NodeInfo(req, timeout=30)
-        hv = info.hv_info[0] if info.hv_info else None
-        free = info.storage_info[0].storage_free.number_value
+        hv = info.hv_info.items[0] if info.hv_info.items else None
+        free = info.storage_info.items[0].storage_free.number_value
         show(n.name, f"boot id {info.boot_id}, storage free {free:.0f} MiB"
              + (f", memory {hv.memory_free}/{hv.memory_total} MiB, {hv.cpu_total} CPUs" if hv else ""))
 

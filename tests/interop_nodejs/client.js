@@ -218,8 +218,8 @@ function call(definition, client, method, request, timeoutSeconds) {
 // (HypervisorSpec, hvparams an empty Struct).
 function nodeInfoRequest(fileStorageDir) {
   return {
-    storage_units: [{ storage_type: 'file', key: fileStorageDir, params: { values: [] } }],
-    hv_specs: [{ hv_name: 'fake', hvparams: { fields: {} } }],
+    storage_units: { units: [{ storage_type: 'file', key: fileStorageDir, params: { values: [] } }] },
+    hv_specs: { specs: [{ hv_name: 'fake', hvparams: { fields: {} } }] },
   };
 }
 

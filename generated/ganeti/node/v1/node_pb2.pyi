@@ -294,28 +294,80 @@ class HypervisorSpec(_message.Message):
 Global___HypervisorSpec: _TypeAlias = HypervisorSpec  # noqa: Y015
 
 @_typing.final
+class StorageUnitList(_message.Message):
+    """Storage units, in order (legacy: the JSON list; `null` when the message
+    is unset, which is not the same as an empty list).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def units(self) -> _containers.RepeatedCompositeFieldContainer[Global___StorageUnit]:
+        """The units."""
+
+    def __init__(
+        self,
+        *,
+        units: _abc.Iterable[Global___StorageUnit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageUnitList: _TypeAlias = StorageUnitList  # noqa: Y015
+
+@_typing.final
+class HypervisorSpecList(_message.Message):
+    """Hypervisors, in order (legacy: the JSON list; `null` when unset)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPECS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def specs(self) -> _containers.RepeatedCompositeFieldContainer[Global___HypervisorSpec]:
+        """The hypervisors."""
+
+    def __init__(
+        self,
+        *,
+        specs: _abc.Iterable[Global___HypervisorSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["specs", b"specs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HypervisorSpecList: _TypeAlias = HypervisorSpecList  # noqa: Y015
+
+@_typing.final
 class NodeInfoRequest(_message.Message):
-    """What to report on."""
+    """What to report on. An unset list (legacy `null`) asks for nothing of
+    that kind, and that part of the answer is unset (`null`) too.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     STORAGE_UNITS_FIELD_NUMBER: _builtins.int
     HV_SPECS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def storage_units(self) -> _containers.RepeatedCompositeFieldContainer[Global___StorageUnit]:
+    def storage_units(self) -> Global___StorageUnitList:
         """Storage units whose space to report, in this order."""
 
     @_builtins.property
-    def hv_specs(self) -> _containers.RepeatedCompositeFieldContainer[Global___HypervisorSpec]:
+    def hv_specs(self) -> Global___HypervisorSpecList:
         """Hypervisors whose node information to report, in this order."""
 
     def __init__(
         self,
         *,
-        storage_units: _abc.Iterable[Global___StorageUnit] | None = ...,
-        hv_specs: _abc.Iterable[Global___HypervisorSpec] | None = ...,
+        storage_units: Global___StorageUnitList | None = ...,
+        hv_specs: Global___HypervisorSpecList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hv_specs", b"hv_specs", "storage_units", b"storage_units"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["hv_specs", b"hv_specs", "storage_units", b"storage_units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -490,6 +542,58 @@ class HypervisorNodeInfo(_message.Message):
 Global___HypervisorNodeInfo: _TypeAlias = HypervisorNodeInfo  # noqa: Y015
 
 @_typing.final
+class StorageSpaceInfoList(_message.Message):
+    """Storage space answers, in request order (legacy: the JSON list, or
+    `null` when no storage units were asked for).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___StorageSpaceInfo]:
+        """One entry per requested storage unit."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___StorageSpaceInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageSpaceInfoList: _TypeAlias = StorageSpaceInfoList  # noqa: Y015
+
+@_typing.final
+class HypervisorNodeInfoList(_message.Message):
+    """Hypervisor answers, in request order (legacy: the JSON list, or `null`
+    when no hypervisors were asked for).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___HypervisorNodeInfo]:
+        """One entry per requested hypervisor."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___HypervisorNodeInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HypervisorNodeInfoList: _TypeAlias = HypervisorNodeInfoList  # noqa: Y015
+
+@_typing.final
 class NodeInfoResponse(_message.Message):
     """The node information (legacy `[boot_id, [storage...], [hv...]]`)."""
 
@@ -503,21 +607,25 @@ class NodeInfoResponse(_message.Message):
     changes on every reboot.
     """
     @_builtins.property
-    def storage_info(self) -> _containers.RepeatedCompositeFieldContainer[Global___StorageSpaceInfo]:
-        """One entry per requested storage unit, in request order."""
+    def storage_info(self) -> Global___StorageSpaceInfoList:
+        """One entry per requested storage unit, in request order; unset when
+        the request's storage_units was unset.
+        """
 
     @_builtins.property
-    def hv_info(self) -> _containers.RepeatedCompositeFieldContainer[Global___HypervisorNodeInfo]:
-        """One entry per requested hypervisor, in request order."""
+    def hv_info(self) -> Global___HypervisorNodeInfoList:
+        """One entry per requested hypervisor, in request order; unset when the
+        request's hv_specs was unset.
+        """
 
     def __init__(
         self,
         *,
         boot_id: _builtins.str = ...,
-        storage_info: _abc.Iterable[Global___StorageSpaceInfo] | None = ...,
-        hv_info: _abc.Iterable[Global___HypervisorNodeInfo] | None = ...,
+        storage_info: Global___StorageSpaceInfoList | None = ...,
+        hv_info: Global___HypervisorNodeInfoList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hv_info", b"hv_info", "storage_info", b"storage_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_id", b"boot_id", "hv_info", b"hv_info", "storage_info", b"storage_info"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
