@@ -12,7 +12,8 @@ implementations change it through `change()`::
 On a clean exit of the block the serial number grows (once, unless a
 mutation helper of ConfigData already bumped it), the copy is written
 durably through masterd.config.writer.ConfigWriter (written before anyone
-sees it) and becomes `current`; then it is distributed with
+sees it) and becomes `current`; then it is distributed (changes that
+pile up during a distribution go out together in the next) with
 masterd.distribution.ConfigDistributor: config.data to the online master
 candidates, the ssconf values (masterd.config.ssconf, derived from it) to
 every online node, this one included. Offline nodes are never contacted. A
@@ -64,7 +65,10 @@ class ConfigManager:
         self.distributor = distributor or ConfigDistributor(paths, rpc)
         self._cfg: ConfigData | None = None
         self._data: bytes = b""
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one change at a time: copy, write, install
+        self._send_lock = asyncio.Lock()  # one distribution at a time
+        self._sent_serial = -1  # the newest serial the nodes were sent
+        self._pending_full = False
         self.last_report: DistributionReport | None = None
 
     def load(self) -> bool:
@@ -102,7 +106,12 @@ class ConfigManager:
 
     @contextlib.asynccontextmanager
     async def change(self, full: bool = False) -> AsyncIterator[ConfigData]:
-        """A copy to change; written and distributed when the block ends without an exception."""
+        """A copy to change; written, then distributed, when the block ends without an exception.
+
+        Returns once the nodes were sent this configuration or a newer one:
+        changes made while a distribution is on its way are sent together
+        by the next one (the newest configuration holds them all).
+        """
         async with self._lock:
             cfg = self.current.copy()
             before = cfg.serial_no
@@ -111,13 +120,27 @@ class ConfigManager:
                 cfg.bump()
             data = await asyncio.to_thread(self.writer.write, cfg)
             self._install(cfg, data)
+            self._pending_full = self._pending_full or full
             log.info("configuration serial %d written", cfg.serial_no)
+        await self._send_up_to(cfg.serial_no)
+
+    async def _send_up_to(self, serial: int) -> None:
+        async with self._send_lock:
+            if self._sent_serial >= serial:
+                return  # a distribution that started after this change covered it
+            cfg, data, full = self.current, self._data, self._pending_full
+            self._pending_full = False
             await self._distribute(cfg, data, full)
+            self._sent_serial = cfg.serial_no
 
     async def distribute(self, full: bool = False) -> DistributionReport:
         """Send the current configuration and ssconf as they are (no change)."""
-        async with self._lock:
-            return await self._distribute(self.current, self._data, full)
+        async with self._send_lock:
+            cfg, data, full = self.current, self._data, full or self._pending_full
+            self._pending_full = False
+            report = await self._distribute(cfg, data, full)
+            self._sent_serial = cfg.serial_no
+            return report
 
     async def _distribute(self, cfg: ConfigData, data: bytes, full: bool) -> DistributionReport:
         online = [node for node in cfg.nodes() if not node.offline]

@@ -209,6 +209,42 @@ def test_a_change_that_raises_is_neither_written_nor_sent(tmp_path: Path) -> Non
     assert manager.current.cluster["tags"] == [] and distributor.calls == []
 
 
+class SlowDistributor(RecordingDistributor):
+    """A distribution that takes a while, as sending config.data to candidates does."""
+
+    async def distribute(self, config_data: bytes, ssconf: object, candidates: list[NodeRef],
+                         online_nodes: list[NodeRef], full: bool = False) -> DistributionReport:
+        await asyncio.sleep(0.2)
+        return await super().distribute(config_data, ssconf, candidates, online_nodes, full)
+
+
+def test_changes_made_during_a_distribution_go_out_together_each_waiting_for_its_own(tmp_path: Path) -> None:
+    manager, _ = manager_for(tmp_path, plain_config())
+    distributor = SlowDistributor()
+    manager.distributor = distributor  # type: ignore[assignment]
+    start = manager.current.serial_no
+    sent_when_done: list[int] = []
+
+    async def change(i: int, full: bool) -> None:
+        async with manager.change(full=full) as cfg:
+            cfg.tree["cluster"]["tags"] = [*cfg.tree["cluster"]["tags"], f"t{i}"]
+            mine = cfg.serial_no + 1
+        # returning means the nodes have this change: the last distribution holds its serial or a newer one
+        sent = ConfigData.from_json(distributor.calls[-1][0]).serial_no
+        assert sent >= mine
+        sent_when_done.append(sent)
+
+    async def many() -> None:
+        await asyncio.gather(*(change(i, full=(i == 3)) for i in range(6)))
+    asyncio.run(many())
+    assert manager.current.serial_no == start + 6
+    assert sorted(manager.current.cluster["tags"]) == [f"t{i}" for i in range(6)]
+    # the first change goes alone; the five made meanwhile share the second distribution
+    assert len(distributor.calls) == 2
+    assert ConfigData.from_json(distributor.calls[-1][0]).serial_no == start + 6
+    assert distributor.calls[-1][3] is True  # a full distribution asked for by one of them is kept
+
+
 def test_without_config_data_the_manager_refuses_changes(tmp_path: Path) -> None:
     manager, _ = manager_for(tmp_path, None)
     assert not manager.present

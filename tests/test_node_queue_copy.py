@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from masterd.config.model import load
+from masterd.instances.model import virtual_path
 from noded.backends.storagepaths import node_path
 from noded.paths import Paths
 
@@ -165,12 +166,17 @@ def test_a_candidate_promoted_again_loses_its_stale_queue_files(cluster: Cluster
 
 
 def test_added_nodes_have_the_file_storage_dirs_they_need(cluster: Cluster) -> None:
-    """The cluster's file storage directory, as each added node sees it, exists and is allowed there."""
+    """The cluster's file storage directory, as each added node sees it, exists and is allowed there.
+
+    The master sends the directory as a virtual path (it lies below the master's root), which every
+    node maps below its own root: the same place in each root.
+    """
     storage_dir = str(cluster.config()["cluster"]["file_storage_dir"])  # type: ignore[index]
+    sent = virtual_path(str(cluster.root("node1")), storage_dir)
     for name in ("node2", "node3"):
         node = Paths(root=str(cluster.root(name)), hostname=name)
-        mine = node_path(node, storage_dir)
-        assert mine.startswith(str(cluster.root(name)) + "/") and os.path.isdir(mine)
+        mine = node_path(node, sent)
+        assert mine == str(cluster.root(name) / "srv/ganeti/file-storage") and os.path.isdir(mine)
         assert mine in Path(node.file_storage_paths_file).read_text().splitlines()
     done = cluster.gnt("cluster", "verify", "--error-codes", "-I", "ENODESETUP")
     assert done.returncode == 0, done.stdout + done.stderr
