@@ -443,7 +443,7 @@ async def call(client: NodeRpcClient, nodes: Sequence[str], procedure: str,
             for node in unique}
 
 
-async def call_one(client: NodeRpcClient, node: str, procedure: str, args: Sequence[Any],
+async def call_one(client: NodeRpcClient, node: str, procedure: str, args: Sequence[Any] | Mapping[str, Any],
                    timeout: float | None = None) -> RpcResult:
     """`call` on a single node."""
     return (await call(client, [node], procedure, args, timeout))[node]

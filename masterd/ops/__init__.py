@@ -13,6 +13,9 @@ from masterd.ops.base import OpContext, Operation
 from masterd.ops.cluster import ClusterQuery
 from masterd.ops.cluster_verify import ClusterVerify, ClusterVerifyConfig, ClusterVerifyGroup
 from masterd.ops.instance_create import InstanceCreate, InstanceRemove
+from masterd.ops.instance_life import LIFE_OPERATIONS
+from masterd.ops.instance_modify import OPERATIONS as INSTANCE_MODIFY_OPS
+from masterd.ops.instance_move import InstanceFailover, InstanceMigrate, NodeMigrate
 from masterd.ops.node_add import NodeAdd, NodeRemove
 from masterd.ops.node_set_params import NodeSetParams
 from masterd.ops.redist_conf import ClusterRedistConf
@@ -27,5 +30,8 @@ REGISTRY[NodeSetParams.op_id] = NodeSetParams
 REGISTRY.update({NodeAdd.op_id: NodeAdd, NodeRemove.op_id: NodeRemove})
 REGISTRY.update({cls.op_id: cls for cls in (ClusterVerify, ClusterVerifyConfig, ClusterVerifyGroup)})
 REGISTRY.update({cls.op_id: cls for cls in (InstanceCreate, InstanceRemove)})
+REGISTRY.update({cls.op_id: cls for cls in INSTANCE_MODIFY_OPS})
+REGISTRY.update({cls.op_id: cls for cls in (InstanceFailover, InstanceMigrate, NodeMigrate)})
+REGISTRY.update({cls.op_id: cls for cls in LIFE_OPERATIONS})
 
 __all__ = ["REGISTRY", "OpContext", "Operation"]
