@@ -13,7 +13,7 @@ Interface::
     instance_hooks(ctx, cfg, inst, hpath, op_id, extra_nodes=()) -> Hooks  (master + instance's nodes)
     reason(op) -> the opcode's reason trail
     await assemble_disks(ctx, cfg, inst) -> cfg changed (disks_active)   OpExecError on failure
-    await shutdown_disks(ctx, cfg, inst, ignore_primary=False)
+    await shutdown_disks(ctx, inst, ignore_primary=False) -> bool
     await wait_for_sync(ctx, cfg, inst)
     await start_instance(ctx, cfg, inst, startup_paused=False)
     await instance_running(ctx, cfg, inst) -> bool        (instance_info on the primary)
@@ -216,9 +216,10 @@ async def assemble_disks(ctx: OpContext, inst: Instance) -> Instance:
 
 
 async def shutdown_disks(ctx: OpContext, inst: Instance, ignore_primary: bool = False) -> bool:
-    """Ganeti's ShutdownInstanceDisks: blockdev_shutdown on every disk node, disks marked inactive.
+    """Ganeti's ShutdownInstanceDisks: disks marked inactive, blockdev_shutdown on each disk's nodes.
 
-    Returns False when a node failed (failures on the primary count unless `ignore_primary`).
+    False when a node failed: the primary counts unless `ignore_primary`, a
+    secondary unless it is offline (offline nodes are not contacted).
     """
     assert ctx.config is not None
     async with ctx.config.change() as cfg:
@@ -227,16 +228,20 @@ async def shutdown_disks(ctx: OpContext, inst: Instance, ignore_primary: bool = 
     inst = model.instance(cfg, inst.uuid)
     all_ok = True
     for disk in model.instance_disks(cfg, inst):
-        for node_uuid_ in disk.get("nodes") or [inst.primary_node]:
-            node = cfg.node(node_uuid_)
+        for holder in disk.get("nodes") or [inst.primary_node]:
+            node = cfg.node(holder)
             if node.offline:
+                result = RpcResult(node.name, fail_msg="Node is marked offline", offline=True)
+            else:
+                result = await node_call(ctx, node.name, "blockdev_shutdown",
+                                         [disk_dict(ctx, cfg, disk, inst)])
+            if result.fail_msg is None:
                 continue
-            result = await node_call(ctx, node.name, "blockdev_shutdown", [disk_dict(ctx, cfg, disk, inst)])
-            if result.fail_msg is not None:
-                await ctx.log(f"Could not shutdown block device {disk.get('iv_name')} on node {node.name}:"
-                              f" {result.fail_msg}")
-                if not (node_uuid_ == inst.primary_node and ignore_primary):
-                    all_ok = False
+            await ctx.log(f" - WARNING: Could not shutdown block device {disk.get('iv_name')} on node"
+                          f" {node.name}: {result.fail_msg}")
+            if (holder == inst.primary_node and not ignore_primary) or \
+                    (holder != inst.primary_node and not result.offline):
+                all_ok = False
     return all_ok
 
 

@@ -47,6 +47,7 @@ from masterd.instances.common import (
     ECODE_NORES,
     ECODE_STATE,
     node_name,
+    shutdown_disks,
 )
 from masterd.instances.model import Instance
 from masterd.locking import ALL_SET, Level
@@ -299,32 +300,6 @@ async def assemble_disks(ctx: Any, inst: Instance, ignore_secondaries: bool = Fa
         async with ctx.config.change() as cfg:
             model.set_instance(cfg, inst.uuid, disks_active=False)
     return ok, info
-
-
-async def shutdown_disks(ctx: Any, inst: Instance, ignore_primary: bool = False) -> bool:
-    """Ganeti's ShutdownInstanceDisks: disks marked inactive, blockdev_shutdown on each disk's nodes."""
-    assert ctx.config is not None
-    async with ctx.config.change() as cfg:
-        model.set_instance(cfg, inst.uuid, disks_active=False)
-    cfg = ctx.config.current
-    inst = model.instance(cfg, inst.uuid)
-    all_ok = True
-    for disk in model.instance_disks(cfg, inst):
-        for holder in disk.get("nodes") or [inst.primary_node]:
-            node = cfg.node(holder)
-            if node.offline:
-                result = RpcResult(node.name, fail_msg="Node is marked offline", offline=True)
-            else:
-                result = await common.node_call(ctx, node.name, "blockdev_shutdown",
-                                                [common.disk_dict(ctx, cfg, disk, inst)])
-            if result.fail_msg is None:
-                continue
-            await ctx.log(f" - WARNING: Could not shutdown block device {disk.get('iv_name')} on node"
-                          f" {node.name}: {result.fail_msg}")
-            if (holder == inst.primary_node and not ignore_primary) or \
-                    (holder != inst.primary_node and not result.offline):
-                all_ok = False
-    return all_ok
 
 
 async def start_disks(ctx: Any, inst: Instance, force: bool | None) -> None:
