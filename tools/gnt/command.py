@@ -31,6 +31,7 @@ messages (the LUXI requests) to stderr.
 
 from __future__ import annotations
 
+import io
 import logging
 import optparse
 import os
@@ -151,22 +152,37 @@ def parse_fields(selected: str | None, default: Sequence[str]) -> list[str]:
     return selected.split(",")
 
 
-def ask_user(text: str) -> bool:
-    """Ask a yes/no question on /dev/tty; without a terminal the answer is no (cli.AskUser)."""
+def open_tty(device: str = "/dev/tty") -> io.TextIOWrapper:
+    """The terminal for reading and writing (a tty is not seekable, so no plain open(..., "r+"))."""
+    raw = io.FileIO(device, "r+")
+    return io.TextIOWrapper(io.BufferedRWPair(raw, raw), encoding="utf-8", line_buffering=True)  # type: ignore[arg-type]
+
+
+def ask_user(text: str, choices: list[tuple[str, Any, str]] | None = None) -> Any:
+    """cli.AskUser: ask on /dev/tty (yes/no unless `choices`); no terminal: the last choice's value."""
+    if choices is None:
+        choices = [("y", True, "Perform the operation"), ("n", False, "Do not perform the operation")]
+    answer = choices[-1][1]
     text = "\n".join(textwrap.fill(line, 70, replace_whitespace=False) for line in text.splitlines())
     try:
-        tty = open("/dev/tty", "r+", encoding="utf-8")
+        tty = open_tty()
     except OSError:
-        return False
+        return answer
     with tty:
+        chars = [entry[0] for entry in choices]
+        chars[-1] = f"[{chars[-1]}]"
+        chars.append("?")
+        values = {entry[0]: entry[1] for entry in choices}
         while True:
-            tty.write(f"{text}\ny/[n]/?: ")
+            tty.write(f"{text}\n{'/'.join(chars)}: ")
             tty.flush()
             line = tty.readline(2).strip().lower()
-            if line in ("y", "n"):
-                return line == "y"
+            if line in values:
+                return values[line]
             if line == "?":
-                tty.write(" y - Perform the operation\n n - Do not perform the operation\n\n")
+                for entry in choices:
+                    tty.write(f" {entry[0]} - {entry[2]}\n")
+                tty.write("\n")
 
 
 # -- the main loop ---------------------------------------------------------------------------

@@ -38,9 +38,8 @@ from tools.gnt.jobs import SilentReporter, StdioReporter, format_log_message, po
 from tools.gnt.luxi_client import LuxiClient
 from tools.gnt.output import (
     QR_UNKNOWN,
-    Column,
+    field_listing,
     format_query_result,
-    format_table,
     format_timestamp,
     parse_timespec,
     print_generic_info,
@@ -99,7 +98,7 @@ def parse_job_ids(args: list[str]) -> list[int]:
 def generic_list(client: LuxiClient, resource: str, fields: list[str], names: list[str],
                  separator: str | None, header: bool, format_override: dict[str, tuple[Any, bool]],
                  verbose: bool, force_filter: bool, namefield: str, qfilter: Any,
-                 isnumeric: bool) -> int:
+                 isnumeric: bool, unit: str | None = None) -> int:
     """cli.GenericList: Query, warn about unknown fields, print the table; 14 for unknown fields."""
     namefilter = make_filter(names, force_filter, namefield=namefield, isnumeric=isnumeric) if (
         names or force_filter) else None
@@ -111,7 +110,7 @@ def generic_list(client: LuxiClient, resource: str, fields: list[str], names: li
     unknown = unknown_fields(response["fields"])
     if unknown:
         to_stderr(f"Warning: Queried for unknown fields {', '.join(unknown)}")
-    status, lines = format_query_result(response, separator=separator, header=header,
+    status, lines = format_query_result(response, unit=unit, separator=separator, header=header,
                                         format_override=format_override, verbose=verbose)
     for line in lines:
         to_stdout(line)
@@ -158,7 +157,7 @@ def filter_parse_error(text: str, message: str) -> GanetiError:
     return GanetiError("QueryFilterParseError", prefix + inner, [line, " " * (col - 1) + "^", inner])
 
 
-def _query_errors(func: Any) -> Any:
+def query_errors(func: Any) -> Any:
     """Turn masterd.query errors (filter parsing, job ids) into our GanetiError."""
 
     def run(ctx: Context, opts: Any, args: list[str]) -> int:
@@ -172,7 +171,7 @@ def _query_errors(func: Any) -> Any:
     return run
 
 
-@_query_errors
+@query_errors
 def list_jobs(ctx: Context, opts: Any, args: list[str]) -> int:
     fields = parse_fields(opts.output, LIST_DEF_FIELDS)
     if opts.archived and "archived" not in fields:
@@ -182,20 +181,12 @@ def list_jobs(ctx: Context, opts: Any, args: list[str]) -> int:
                         JOB_LIST_FORMAT, opts.verbose, opts.force_filter, "id", qfilter, True)
 
 
-_FIELD_TYPE_NAMES = {"unknown": "Unknown", "text": "Text", "bool": "Boolean", "number": "Number",
-                     "float": "Floating-point number", "unit": "Storage size", "timestamp": "Timestamp",
-                     "other": "Custom"}
-
-
 def list_job_fields(ctx: Context, opts: Any, args: list[str]) -> int:
     response = ctx.client().query_fields("job", args or None)
-    unknown = unknown_fields(response["fields"])
+    lines, unknown = field_listing(response, not opts.no_headers, opts.separator)
     if unknown:
         to_stderr(f"Warning: Queried for unknown fields {', '.join(unknown)}")
-    columns = [Column(title, str, False) for title in ("Name", "Type", "Title", "Description")]
-    rows = [[f["name"], _FIELD_TYPE_NAMES.get(f["kind"], f["kind"]), f["title"], f["doc"]]
-            for f in response["fields"]]
-    for line in format_table(rows, columns, not opts.no_headers, opts.separator):
+    for line in lines:
         to_stdout(line)
     return EXIT_UNKNOWN_FIELD if unknown else EXIT_SUCCESS
 

@@ -1,4 +1,4 @@
-"""gnt-node: add and remove (OP_NODE_ADD, OP_NODE_REMOVE), without SSH.
+"""gnt-node: add and remove (OP_NODE_ADD, OP_NODE_REMOVE) without SSH; migrate and tags.
 
 `gnt-node add [-s SECONDARY_IP] [-g GROUP] [--master-capable=yes|no] [--vm-capable=yes|no]
 [--node-root PATH [--noded-grpc-port PORT]] <node_name>`
@@ -26,9 +26,12 @@ without SSH. Ours never uses SSH:
 Run it on the master, with the master's GANETI_ROOTDIR / GANETI_HOSTNAME for
 a virtual cluster. `gnt-node remove <node_name>` submits OP_NODE_REMOVE (the
 node leaves the cluster and its daemon stops) and drops the node's line from
-$DATA_DIR/node-grpc-ports. Ganeti's other gnt-node commands (list, info,
-modify ... served by Debian's tools against our master) answer "not
-implemented yet" here.
+$DATA_DIR/node-grpc-ports. `gnt-node migrate [-f] [--non-live|--migration-mode]
+[-n target] <node>` (OP_NODE_MIGRATE, then the per-instance jobs it answers,
+followed like Ganeti's JobExecutor) and list-tags/add-tags/remove-tags work
+like Debian's (shared code in tools.gnt.gnt_instance). Ganeti's other
+gnt-node commands (list, info, modify ... served by Debian's tools against
+our master) answer "not implemented yet" here.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import os
 from typing import Any
 
 from masterd.config.model import ConfigError, load
+from masterd.query.fields import nice_sort_key
 from masterd.ssconf import node_grpc_ports
 from noded.context import DEFAULT_GRPC_PORT
 from noded.paths import Paths, RootError
@@ -44,19 +48,35 @@ from tools.gnt import node_daemon, node_prepare
 from tools.gnt.cluster_init import resolve
 from tools.gnt.command import (
     DRY_RUN_OPT,
+    EXIT_CONFIRMATION,
     EXIT_FAILURE,
     EXIT_SUCCESS,
+    FORCE_OPT,
     PRIORITY_OPT,
     SUBMIT_OPTS,
     Args,
     Command,
     Context,
-    generic_main,
+    ask_user,
     option,
 )
-from tools.gnt.errors import ECODE_INVAL, GanetiError
+from tools.gnt.errors import ECODE_INVAL, GanetiError, protocol_error
+from tools.gnt.gnt_instance import (
+    DST_NODE_OPT,
+    IALLOCATOR_OPT,
+    IGNORE_IPOLICY_OPT,
+    MIGRATION_MODE_OPT,
+    NONLIVE_OPT,
+    NORUNTIME_CHGS_OPT,
+    TAG_SRC_OPT,
+    JobExecutor,
+    migration_mode,
+    query_nodes,
+    run_main,
+    tag_commands,
+)
 from tools.gnt.jobs import make_opcode, submit_or_send
-from tools.gnt.output import to_stderr
+from tools.gnt.output import to_stderr, to_stdout
 
 
 def _paths(root: str | None = None, hostname: str = "") -> Paths:
@@ -122,6 +142,37 @@ def remove_node(ctx: Context, opts: Any, args: list[str]) -> int:
     return EXIT_SUCCESS
 
 
+def migrate_node(ctx: Context, opts: Any, args: list[str]) -> int:
+    """gnt-node migrate: OP_NODE_MIGRATE, then follow the per-instance jobs it answers (cli.JobExecutor)."""
+    client = ctx.client()
+    result = query_nodes(client, args, ["name", "pinst_list"])
+    if len(result) != 1:
+        raise protocol_error("ProtocolError", f"QueryNodes answered {result!r} for one node")
+    ((node, pinst),) = result
+    if not pinst:
+        to_stdout(f"No primary instances on node {node}, exiting.")
+        return EXIT_SUCCESS
+    pinst = sorted(pinst, key=nice_sort_key)
+    if not (opts.force or ask_user(f"Migrate instance(s) {', '.join(pinst)}?")):
+        return EXIT_CONFIRMATION
+    op = make_opcode("OP_NODE_MIGRATE", node_name=args[0], mode=migration_mode(opts),
+                     iallocator=opts.iallocator,
+                     target_node=opts.dst_node, allow_runtime_changes=opts.allow_runtime_chgs,
+                     ignore_ipolicy=opts.ignore_ipolicy)
+    answer = submit_or_send(client, op, opts, ctx.argv)
+    jex = JobExecutor(client, opts, ctx.argv)
+    for status, job_id in answer["jobs"]:
+        jex.add_job_id(None, status, job_id)
+    bad = len([row for row in jex.get_results() if not row[0]])
+    if bad == 0:
+        to_stdout("All instances migrated successfully.")
+        return EXIT_SUCCESS
+    to_stdout(f"There were {bad} errors during the node migration.")
+    return EXIT_FAILURE
+
+
+_list_tags, _add_tags, _remove_tags = tag_commands("node")
+
 ADD_OPTS = [
     option("-s", "--secondary-ip", dest="secondary_ip", default=None,
            help="Specify the secondary ip address"),
@@ -142,16 +193,28 @@ COMMANDS: dict[str, Command] = {
                    "Add a node to the cluster"),
     "remove": Command(remove_node, [Args(min=1, max=1)], [DRY_RUN_OPT, PRIORITY_OPT, *SUBMIT_OPTS],
                       "<node_name>", "Removes a node from the cluster"),
+    "migrate": Command(migrate_node, [Args(min=1, max=1)],
+                       [FORCE_OPT, NONLIVE_OPT, MIGRATION_MODE_OPT, DST_NODE_OPT, IALLOCATOR_OPT,
+                        PRIORITY_OPT, IGNORE_IPOLICY_OPT, NORUNTIME_CHGS_OPT, *SUBMIT_OPTS],
+                       "[-f] <node>", "Migrate all the primary instance on a node away from it (only for "
+                                      "instances of type drbd)"),
+    "list-tags": Command(_list_tags, [Args(min=1, max=1)], [], "<node-name>",
+                         "List the tags of the given node"),
+    "add-tags": Command(_add_tags, [Args(min=1, max=1), Args()], [TAG_SRC_OPT, PRIORITY_OPT, *SUBMIT_OPTS],
+                        "<node-name> <tag>...", "Add tags to the given node"),
+    "remove-tags": Command(_remove_tags, [Args(min=1, max=1), Args()],
+                           [TAG_SRC_OPT, PRIORITY_OPT, *SUBMIT_OPTS], "<node-name> <tag>...",
+                           "Remove tags from the given node"),
 }
 
 #: Ganeti's other gnt-node commands (list, info and modify are served by Debian's tools for now).
-PLANNED = ("list", "info", "modify", "list-fields", "evacuate", "failover", "migrate", "powercycle",
-           "volumes", "list-storage", "modify-storage", "repair-storage", "list-tags", "add-tags",
-           "remove-tags", "physical-volumes", "restricted-command", "health", "repair-command")
+PLANNED = ("list", "info", "modify", "list-fields", "evacuate", "failover", "powercycle",
+           "volumes", "list-storage", "modify-storage", "repair-storage", "physical-volumes",
+           "restricted-command", "health", "repair-command")
 
 
 def main() -> int:
-    return generic_main(COMMANDS, aliases={"show": "info"}, planned=PLANNED)
+    return run_main(COMMANDS, {"show": "info"}, PLANNED)
 
 
 if __name__ == "__main__":

@@ -300,3 +300,18 @@ def print_generic_info(data: Any) -> None:
     buf = io.StringIO()
     _serialize(buf, data, 0)
     to_stdout(buf.getvalue().rstrip("\n"))
+
+
+#: gnt-* list-fields: how a field kind is named in the Type column (cli.py's _QFT_NAMES).
+FIELD_TYPE_NAMES = {"unknown": "Unknown", "text": "Text", "bool": "Boolean", "number": "Number",
+                    "float": "Floating-point number", "unit": "Storage size", "timestamp": "Timestamp",
+                    "other": "Custom"}
+
+
+def field_listing(response: Mapping[str, Any], header: bool,
+                  separator: str | None) -> tuple[list[str], list[str]]:
+    """A QueryFields answer as `list-fields` prints it: (lines, unknown field names)."""
+    columns = [Column(title, str, False) for title in ("Name", "Type", "Title", "Description")]
+    rows = [[f["name"], FIELD_TYPE_NAMES.get(f["kind"], f["kind"]), f["title"], f["doc"]]
+            for f in response["fields"]]
+    return format_table(rows, columns, header, separator), unknown_fields(response["fields"])
