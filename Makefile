@@ -58,7 +58,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 typecheck: venv
-	$(VENV)/bin/mypy noded compat_jsonrpc tools
+	$(VENV)/bin/mypy noded compat_jsonrpc masterd tools
 
 test: venv
 	$(VENV)/bin/pytest -q -p no:cacheprovider

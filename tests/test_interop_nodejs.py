@@ -88,7 +88,7 @@ def test_nodejs_client_reads_node_info_with_boot_id_and_memory(
     assert int(info["hv_info"]["items"][0]["memory_total"]) > 0
     assert [(s["type"], s["name"]) for s in info["storage_info"]["items"]] == \
         [("file", noded.paths.file_storage_dir)]
-    assert info["storage_info"]["items"][0]["storage_size"] > 0  # a google.protobuf.Value, printed as its number
+    assert info["storage_info"]["items"][0]["storage_size"] > 0  # a protobuf Value, printed as its number
 
 
 def test_nodejs_client_with_a_certificate_the_node_does_not_accept_fails(
