@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := ganeti ganeti-os-noop ganeti-htools iproute2 curl qemu-system-x86 qemu-utils socat
+APT_PACKAGES := ganeti ganeti-os-noop iproute2 curl qemu-system-x86 qemu-utils socat
 
 .PHONY: check demo demo-nodes setup apt venv proto proto-check docs docs-check lint typecheck test bench bench-real clean
 
