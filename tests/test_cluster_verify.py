@@ -328,3 +328,19 @@ def test_real_verify_reports_an_os_missing_on_a_node(cluster: Cluster) -> None:
         " brokenos" in done.stdout, done.stdout
     done = cluster.verify()
     assert done.returncode == 0, done.stdout  # and gone again
+
+
+@needs_cluster
+def test_real_verify_disks_finds_nothing_to_activate(cluster: Cluster) -> None:
+    """OP_CLUSTER_VERIFY_DISKS submits one OP_GROUP_VERIFY_DISKS per group; file disks have no volumes."""
+    done = cluster.run(f"{SBIN}/gnt-cluster", "verify-disks")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Submitted jobs" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1] == "No disks need to be activated."
+
+
+@needs_cluster
+def test_real_verify_disks_of_an_unknown_group_fails_as_ganeti(cluster: Cluster) -> None:
+    done = cluster.run(f"{SBIN}/gnt-cluster", "verify-disks", "--node-group", "nosuchgroup")
+    assert done.returncode == 1
+    assert "Group 'nosuchgroup' not found" in done.stderr

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from masterd.ops.base import OpContext, Operation
 from masterd.ops.cluster import ClusterQuery
-from masterd.ops.cluster_verify import ClusterVerify, ClusterVerifyConfig, ClusterVerifyGroup
+from masterd.ops.cluster_verify import (
+    ClusterVerify,
+    ClusterVerifyConfig,
+    ClusterVerifyDisks,
+    ClusterVerifyGroup,
+    GroupVerifyDisks,
+)
 from masterd.ops.instance_create import InstanceCreate, InstanceRemove
 from masterd.ops.instance_life import LIFE_OPERATIONS
 from masterd.ops.instance_modify import OPERATIONS as INSTANCE_MODIFY_OPS
@@ -29,6 +35,7 @@ REGISTRY: dict[str, type[Operation]] = {
 REGISTRY[NodeSetParams.op_id] = NodeSetParams
 REGISTRY.update({NodeAdd.op_id: NodeAdd, NodeRemove.op_id: NodeRemove})
 REGISTRY.update({cls.op_id: cls for cls in (ClusterVerify, ClusterVerifyConfig, ClusterVerifyGroup)})
+REGISTRY.update({cls.op_id: cls for cls in (ClusterVerifyDisks, GroupVerifyDisks)})
 REGISTRY.update({cls.op_id: cls for cls in (InstanceCreate, InstanceRemove)})
 REGISTRY.update({cls.op_id: cls for cls in INSTANCE_MODIFY_OPS})
 REGISTRY.update({cls.op_id: cls for cls in (InstanceFailover, InstanceMigrate, NodeMigrate)})

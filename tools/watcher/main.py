@@ -52,9 +52,9 @@ cannot be resolved.
 Deliberate differences from Ganeti 3.0: the node side does not restart daemons
 (our daemons are started with arguments the watcher does not know) nor run
 node maintenance (``maintain_node_health``), and RAPI/WConfD are not probed;
-``--rapi-ip`` is accepted and unused. A failing verify-disks step (for
-instance a master without OP_GROUP_VERIFY_DISKS) is logged and does not keep
-the state file from being saved, so restart attempts are still counted.
+``--rapi-ip`` is accepted and unused. A failing verify-disks step is logged
+and does not keep the state file from being saved, so restart attempts are
+still counted.
 """
 
 from __future__ import annotations
