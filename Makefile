@@ -61,7 +61,7 @@ typecheck: venv
 	$(VENV)/bin/mypy noded compat_jsonrpc masterd tools
 
 test: venv
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
 
 bench: setup
 	$(PY) tools/bench/run_bench.py
