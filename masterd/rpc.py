@@ -32,6 +32,14 @@ Interface (every multi-node call runs on the nodes in parallel and answers
     await client.node_crypto_tokens(nodes)    # {name: (client cert digest "AA:..", None) or (None, "error")}
     client.set_addresses({name: ip} | None)  # node addresses from the configuration (None: ssconf)
     await client.close()
+
+Any procedure, by its legacy name, with the JSON arguments a real master sends (the same
+codec as the legacy door turns them into the request message)::
+
+    await call(client, nodes, "instance_start", [instance, False, reason], timeout=None, offline=())
+        # {name: RpcResult(node, payload, fail_msg, offline)}; result.raise_on_fail("what")
+        # result.unreachable: the node could not be reached (not the node's own failure)
+    await call_one(client, node, procedure, args) -> RpcResult
 """
 
 from __future__ import annotations

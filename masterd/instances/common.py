@@ -9,14 +9,17 @@ Interface::
 
     node_name(cfg, uuid) / node_uuid(cfg, name)          OpPrereqError for an unknown node
     check_node_online(cfg, uuid), check_node_not_drained(cfg, uuid), check_node_vm_capable(cfg, uuid)
+    offline_names(cfg) -> [node names]
     instance_hook_env(cfg, inst, **override) -> {key: value}  (Ganeti's BuildInstanceHookEnvByObject)
     instance_hooks(ctx, cfg, inst, hpath, op_id, extra_nodes=()) -> Hooks  (master + instance's nodes)
     reason(op) -> the opcode's reason trail
-    await assemble_disks(ctx, cfg, inst) -> cfg changed (disks_active)   OpExecError on failure
+    await node_call(ctx, node, procedure, args) / nodes_call(ctx, nodes, procedure, args) -> RpcResult(s)
+    inst_dict(ctx, cfg, inst, hvp=, bep=, osp=) / disk_dict(ctx, cfg, disk, inst)   what the nodes are sent
+    await assemble_disks(ctx, inst) -> Instance (disks_active set; OpExecError on failure)
     await shutdown_disks(ctx, inst, ignore_primary=False) -> bool
-    await wait_for_sync(ctx, cfg, inst)
-    await start_instance(ctx, cfg, inst, startup_paused=False)
-    await instance_running(ctx, cfg, inst) -> bool        (instance_info on the primary)
+    await wait_for_sync(ctx, inst)
+    await start_instance(ctx, inst, startup_paused=False, hvp=None, bep=None, why=None)
+    await instance_info(ctx, cfg, inst) -> RpcResult; await instance_running(ctx, cfg, inst) -> bool
 """
 
 from __future__ import annotations
