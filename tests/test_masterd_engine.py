@@ -235,10 +235,10 @@ def test_unimplemented_opcode_fails_when_it_runs(tmp_path: Path) -> None:
 
     async def body() -> None:
         async with master(paths) as engine:
-            job_id = await engine.submit([{"OP_ID": "OP_CLUSTER_VERIFY_DISKS"}])
+            job_id = await engine.submit([{"OP_ID": "OP_CLUSTER_REPAIR_DISK_SIZES"}])
             await engine.wait_idle()
             result = on_disk(paths, job_id)["ops"][0]["result"]
-            message = "Opcode OP_CLUSTER_VERIFY_DISKS is not implemented by this master yet"
+            message = "Opcode OP_CLUSTER_REPAIR_DISK_SIZES is not implemented by this master yet"
             assert result == ["OpExecError", [message]]
     run(body)
 
