@@ -13,6 +13,8 @@ Interface::
 
     await choose_node(ctx, cfg, op, name=, template=, hypervisor=, be=, disks=, nics=) -> node uuid
         OpPrereqError("Can't compute nodes using iallocator ...", "insufficient_resources") when none fits
+    await most_free_memory(ctx, cfg, uuids, hypervisor=, hvparams=, memory=, units=None, disk=0)
+        -> (node uuid | None, reasons)    the built-in choice (also for relocations)
 """
 
 from __future__ import annotations
@@ -72,14 +74,32 @@ async def builtin_choice(ctx: OpContext, cfg: ConfigData, op: dict[str, Any], *,
     if not uuids:
         raise OpPrereqError(f"Can't compute nodes using iallocator '{BUILTIN}': no online, undrained,"
                             " vm_capable node", common.ECODE_NORES)
-    names = {u: cfg.node(u).name for u in uuids}
     hvparams = model.fill_hv(cfg, hypervisor, str(op.get("os_type") or ""), None)
     units = ([model.storage_unit(cfg, template, ctx.paths.root)] if template in model.FILE_TEMPLATES
              else None)
+    best, reasons = await most_free_memory(ctx, cfg, uuids, hypervisor=hypervisor, hvparams=hvparams,
+                                           memory=int(be.get("maxmem") or 0), units=units,
+                                           disk=sum(int(d["size"]) for d in disks))
+    if best is None:
+        raise OpPrereqError(f"Can't compute nodes using iallocator '{BUILTIN}': no node fits instance {name}"
+                            f" ({'; '.join(reasons)})", common.ECODE_NORES)
+    await ctx.log_info("Selected nodes for instance %s via iallocator %s: %s", name, BUILTIN,
+                       cfg.node(best).name)
+    return best
+
+
+async def most_free_memory(ctx: OpContext, cfg: ConfigData, uuids: list[str], *, hypervisor: str,
+                           hvparams: dict[str, Any], memory: int, units: list[Any] | None = None,
+                           disk: int = 0) -> tuple[str | None, list[str]]:
+    """The built-in choice among `uuids`: (node uuid or None, why each other node did not fit).
+
+    Asks the nodes' node_info; a node fits when `memory` MiB are free (and
+    `disk` MiB in the storage unit, when one is given); the most free memory
+    wins, ties go to fewer primary instances, then name order.
+    """
+    names = {u: cfg.node(u).name for u in uuids}
     results = await common.nodes_call(ctx, list(names.values()), "node_info",
-                                      [units, [[hypervisor, hvparams]]])
-    needed_mem = int(be.get("maxmem") or 0)
-    needed_disk = sum(int(d["size"]) for d in disks)
+                                      [units, [[hypervisor, hvparams]]]) if names else {}
     fits: list[tuple[int, int, str, str]] = []
     reasons: list[str] = []
     for uuid, node in names.items():
@@ -87,21 +107,15 @@ async def builtin_choice(ctx: OpContext, cfg: ConfigData, op: dict[str, Any], *,
         if result.fail_msg is not None:
             reasons.append(f"{node}: {result.fail_msg}")
             continue
-        _, storage, hv_info = [*list(result.payload), None, None, None][:3]
+        _, storage, hv_info = [*list(result.payload or []), None, None, None][:3]
         free_mem = int((hv_info or [{}])[0].get("memory_free") or 0)
-        if needed_mem > free_mem:
+        if memory > free_mem:
             reasons.append(f"{node}: not enough memory ({free_mem} MiB free)")
             continue
         if units and storage:
             free_disk = (storage[0] or {}).get("storage_free")
-            if isinstance(free_disk, int) and needed_disk > free_disk:
+            if isinstance(free_disk, int) and disk > free_disk:
                 reasons.append(f"{node}: not enough disk space ({free_disk} MiB free)")
                 continue
-        primaries = len(cfg.node_instances(uuid)[0])
-        fits.append((-free_mem, primaries, node, uuid))
-    if not fits:
-        raise OpPrereqError(f"Can't compute nodes using iallocator '{BUILTIN}': no node fits instance {name}"
-                            f" ({'; '.join(reasons)})", common.ECODE_NORES)
-    best = sorted(fits)[0]
-    await ctx.log_info("Selected nodes for instance %s via iallocator %s: %s", name, BUILTIN, best[2])
-    return best[3]
+        fits.append((-free_mem, len(cfg.node_instances(uuid)[0]), node, uuid))
+    return (sorted(fits)[0][3] if fits else None), reasons

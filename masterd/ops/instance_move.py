@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 
 from masterd.config.model import ConfigData
 from masterd.hooks import Hooks
-from masterd.instances import common, model
+from masterd.instances import common, model, placement
 from masterd.instances.common import ECODE_ENVIRON, ECODE_INVAL, ECODE_NORES, ECODE_STATE, node_name
 from masterd.instances.model import Instance
 from masterd.locking import ALL_SET, Level
@@ -269,31 +269,16 @@ class _MoveInstance(Operation):
         """A new node for the instance (Ganeti's relocation request), by the built-in policy."""
         be = model.fill_be(cfg, inst.beparams)
         needed = int(be.get(model.BE_MINMEM) or 0) if inst.admin_state == model.ADMIN_UP else 0
-        names = {n.uuid: n.name for n in cfg.nodes()
-                 if not n.offline and not n.drained and n.vm_capable and n.uuid != inst.primary_node}
+        uuids = [u for u in placement.candidates(cfg) if u != inst.primary_node]
         hvparams = dict((cfg.cluster.get("hvparams") or {}).get(inst.hypervisor) or {})
-        results = await common.nodes_call(self.ctx, list(names.values()), "node_info",
-                                          [None, [[inst.hypervisor, hvparams]]]) if names else {}
-        fits: list[tuple[int, int, str, str]] = []
-        reasons: list[str] = []
-        for uuid, name in names.items():
-            result = results[name]
-            if result.fail_msg is not None:
-                reasons.append(f"{name}: {result.fail_msg}")
-                continue
-            hv_info = ([*list(result.payload or []), None, None, None][2] or [{}])[0] or {}
-            free = int(hv_info.get("memory_free") or 0)
-            if needed > free:
-                reasons.append(f"{name}: not enough memory ({free} MiB free)")
-                continue
-            fits.append((-free, len(cfg.node_instances(uuid)[0]), name, uuid))
-        if not fits:
+        best, reasons = await placement.most_free_memory(self.ctx, cfg, uuids, hypervisor=inst.hypervisor,
+                                                         hvparams=hvparams, memory=needed)
+        if best is None:
             detail = "; ".join(reasons) if reasons else "no other online, undrained, vm_capable node"
             raise OpPrereqError(f"Can't compute nodes using iallocator '{allocator}': {detail}", ECODE_NORES)
-        best = sorted(fits)[0]
         await self.ctx.log_info("Selected nodes for instance %s via iallocator %s: %s", inst.name, allocator,
-                                best[2])
-        return best[3]
+                                cfg.node(best).name)
+        return best
 
     # --- hooks -------------------------------------------------------------------------------
 
