@@ -50,6 +50,7 @@ from masterd.distribution import ConfigDistributor
 from masterd.rpc import NodeRpcClient
 from tools.bench import servers
 from tools.bench.procs import BenchError, Processes, free_port, wait_listening
+from tools.bench.stats import median_ms, spread_ms
 
 SAMPLES = servers.REPO.parent / "shared" / "reference" / "samples"
 #: Address of the i-th node daemon (i from 0).
@@ -263,14 +264,6 @@ class ConfigBench:
 
 
 # -- report ----------------------------------------------------------------------------------------------
-def median_ms(values: list[float]) -> str:
-    return f"{1000 * statistics.median(values):.0f}" if values else "-"
-
-
-def spread_ms(values: list[float]) -> str:
-    return f"{1000 * min(values):.0f}-{1000 * max(values):.0f}" if values else "-"
-
-
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.bench.instance_list import REAL_GNT_INSTANCE, InstanceListBench, Settings, median_ms, spread_ms
+from tools.bench.instance_list import REAL_GNT_INSTANCE, InstanceListBench, Settings
 from tools.bench.procs import BenchError
+from tools.bench.stats import median_ms, spread_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tools" / "os" / "tiny"

@@ -27,10 +27,8 @@ Target: the N-instance median under 1 s.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.bench.procs import BenchError, free_port
+from tools.bench.procs import BenchError, free_port, ip_on_lo, stop_cluster
+from tools.bench.stats import median_ms, spread_ms
 
 BIN = Path(sys.executable).parent
 OUR_GNT_CLUSTER = str(BIN / "gnt-cluster")
@@ -97,11 +96,6 @@ class Result:
                 "target_met": median is not None and median < TARGET_S, "failures": self.failures}
 
 
-def _ip_on_lo(address: str) -> bool:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "lo"], capture_output=True, text=True).stdout
-    return any(line.split()[3].split("/")[0] == address for line in out.splitlines())
-
-
 def create_op(name: str, node: str) -> dict[str, Any]:
     """OP_INSTANCE_CREATE of a started diskless fake instance without NIC or OS install."""
     return {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": name, "mode": "create",
@@ -138,7 +132,7 @@ class InstanceListBench:
         if missing or shutil.which("ip") is None or os.geteuid() != 0:
             raise BenchError(f"instance-list needs root, `ip`, Debian's ganeti package and our console"
                              f" scripts (missing: {', '.join(missing) or 'none'}; uid {os.geteuid()})")
-        if _ip_on_lo(self.cluster_ip):
+        if ip_on_lo(self.cluster_ip):
             raise BenchError(f"{self.name}: {self.cluster_ip} is already on lo (another cluster runs there)")
 
     def root(self, i: int) -> Path:
@@ -252,44 +246,11 @@ class InstanceListBench:
 
     def _teardown(self) -> None:
         assert self.base is not None
-        pids: list[int] = []
-        for i in range(len(self.nodes)):
-            for daemon in ("ganeti-masterd", "ganeti-noded"):
-                pid_file = self.root(i) / "var/run/ganeti" / f"{daemon}.pid"
-                with contextlib.suppress(OSError, ValueError):
-                    pids.append(int(pid_file.read_text().strip()))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in pids:
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if _ip_on_lo(self.cluster_ip):
-            subprocess.run(["ip", "addr", "del", f"{self.cluster_ip}/32", "dev", "lo"], capture_output=True)
+        stop_cluster([self.root(i) for i in range(len(self.nodes))], self.cluster_ip)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 # -- report ----------------------------------------------------------------------------------------------
-def median_ms(values: list[float]) -> str:
-    return f"{1000 * statistics.median(values):.0f}" if values else "-"
-
-
-def spread_ms(values: list[float]) -> str:
-    return f"{1000 * min(values):.0f}-{1000 * max(values):.0f}" if values else "-"
-
-
 def markdown(result: Result, started: str) -> str:
     s = result.settings
     summary = result.summary()

@@ -26,10 +26,8 @@ N-node median under that 0.24 s.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.bench.procs import BenchError, free_port, loadavg
+from tools.bench.procs import BenchError, free_port, ip_on_lo, loadavg, stop_cluster
+from tools.bench.stats import median_ms, spread_ms
 
 BIN = Path(sys.executable).parent
 OUR_GNT_CLUSTER = str(BIN / "gnt-cluster")
@@ -100,11 +99,6 @@ class Result:
                 "failures": self.failures, "skipped": self.skipped, "loadavg_1min": self.load}
 
 
-def _ip_on_lo(address: str) -> bool:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "lo"], capture_output=True, text=True).stdout
-    return any(line.split()[3].split("/")[0] == address for line in out.splitlines())
-
-
 class NodeListBench:
     def __init__(self, settings: Settings, log: Callable[[str], None]) -> None:
         self.settings = settings
@@ -121,7 +115,7 @@ class NodeListBench:
         if missing or shutil.which("ip") is None or os.geteuid() != 0:
             return (f"needs root, `ip`, Debian's ganeti package and our console scripts (missing:"
                     f" {', '.join(missing) or 'none'}; uid {os.geteuid()})")
-        if _ip_on_lo(CLUSTER_IP):
+        if ip_on_lo(CLUSTER_IP):
             raise BenchError(f"node-list: {CLUSTER_IP} is already on lo (another cluster runs there)")
         return None
 
@@ -205,44 +199,11 @@ class NodeListBench:
 
     def _teardown(self) -> None:
         assert self.base is not None
-        pids: list[int] = []
-        for i in range(self.settings.nodes):
-            for daemon in ("ganeti-masterd", "ganeti-noded"):
-                pid_file = self.root(i) / "var/run/ganeti" / f"{daemon}.pid"
-                with contextlib.suppress(OSError, ValueError):
-                    pids.append(int(pid_file.read_text().strip()))
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in pids:
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if _ip_on_lo(CLUSTER_IP):
-            subprocess.run(["ip", "addr", "del", f"{CLUSTER_IP}/32", "dev", "lo"], capture_output=True)
+        stop_cluster([self.root(i) for i in range(self.settings.nodes)], CLUSTER_IP)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 # -- report ----------------------------------------------------------------------------------------------
-def median_ms(values: list[float]) -> str:
-    return f"{1000 * statistics.median(values):.0f}" if values else "-"
-
-
-def spread_ms(values: list[float]) -> str:
-    return f"{1000 * min(values):.0f}-{1000 * max(values):.0f}" if values else "-"
-
-
 def markdown(result: Result, started: str) -> str:
     s = result.settings
     summary = result.summary()

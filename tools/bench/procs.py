@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import select
@@ -201,3 +202,36 @@ def read_line(name: str, stream: IO[str], proc: subprocess.Popen[Any], procs: Pr
             proc.wait(5)
             raise BenchError(f"{name} exited with status {proc.returncode}; its log "
                              f"({procs.log_path(name)}) ends with:\n{procs.tail(name)}")
+
+
+def ip_on_lo(address: str) -> bool:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "lo"], capture_output=True, text=True).stdout
+    return any(line.split()[3].split("/")[0] == address for line in out.splitlines())
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie counts as gone)."""
+    fields = _stat_fields(pid)
+    return fields is not None and bool(fields) and fields[0] != "Z"
+
+
+def stop_cluster(roots: list[Path], cluster_ip: str) -> None:
+    """Stop the master and node daemons of `roots` by their pid files (SIGTERM, SIGKILL after 15 s),
+    then take the cluster IP off lo."""
+    pids: list[int] = []
+    for root in roots:
+        for daemon in ("ganeti-masterd", "ganeti-noded"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.append(int((root / "var/run/ganeti" / f"{daemon}.pid").read_text().strip()))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if ip_on_lo(cluster_ip):
+        subprocess.run(["ip", "addr", "del", f"{cluster_ip}/32", "dev", "lo"], capture_output=True)

@@ -131,3 +131,13 @@ def combine(ms: list[Measurement]) -> Measurement:
     return Measurement(ok=sum(m.ok for m in ms), errors=errors, seconds=seconds,
                        mean_ms=_weighted(ms, "mean_ms"), p50_ms=_weighted(ms, "p50_ms"),
                        p99_ms=_weighted(ms, "p99_ms"), **extra)
+
+
+def median_ms(values: list[float]) -> str:
+    """The median of `values` (seconds) in whole milliseconds, "-" for none."""
+    return f"{1000 * statistics.median(values):.0f}" if values else "-"
+
+
+def spread_ms(values: list[float]) -> str:
+    """min-max of `values` (seconds) in whole milliseconds, "-" for none."""
+    return f"{1000 * min(values):.0f}-{1000 * max(values):.0f}" if values else "-"
