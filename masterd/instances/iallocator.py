@@ -89,12 +89,16 @@ def build_input(cfg: ConfigData, node_info: Mapping[str, RpcResult], instances_i
     cluster = cfg.cluster
     template = str(request.get("disk_template") or "")
     nodes: dict[str, Any] = {}
+    primaries: dict[str, list[tuple[model.Instance, int]]] = {}  # node uuid -> [(instance, maxmem)]
+    for inst in model.instances(cfg):
+        maxmem = int(model.fill_be(cfg, inst.beparams).get("maxmem") or 0)
+        primaries.setdefault(inst.primary_node, []).append((inst, maxmem))
     for node in cfg.nodes():
-        basic = {"tags": [], "primary_ip": node.primary_ip, "secondary_ip": node.secondary_ip,
+        basic = {"tags": list(cfg.tree["nodes"][node.uuid].get("tags") or []), "primary_ip": node.primary_ip,
+                 "secondary_ip": node.secondary_ip,
                  "offline": node.offline, "drained": node.drained, "master_candidate": node.master_candidate,
                  "group": node.group, "master_capable": node.master_capable, "vm_capable": node.vm_capable,
                  "ndparams": cfg.node_ndparams(node)}
-        basic["tags"] = list((cfg.tree["nodes"][node.uuid].get("tags")) or [])
         if node.offline or not node.vm_capable:
             nodes[node.name] = basic
             continue
@@ -106,10 +110,7 @@ def build_input(cfg: ConfigData, node_info: Mapping[str, RpcResult], instances_i
         hv_info = (hv_list or [{}])[0] or {}
         mem_free = _int(hv_info, node.name, "memory_free")
         pri_mem = pri_up_mem = 0
-        for inst in model.instances(cfg):
-            if inst.primary_node != node.uuid:
-                continue
-            maxmem = int(model.fill_be(cfg, inst.beparams).get("maxmem") or 0)
+        for inst, maxmem in primaries.get(node.uuid, []):
             pri_mem += maxmem
             used = int((running or {}).get(inst.name, {}).get("memory") or 0)
             if inst.admin_state == model.ADMIN_UP:
