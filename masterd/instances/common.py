@@ -14,6 +14,7 @@ Interface::
     instance_hooks(ctx, cfg, inst, hpath, op_id, extra_nodes=()) -> Hooks  (master + instance's nodes)
     reason(op) -> the opcode's reason trail
     await node_call(ctx, node, procedure, args) / nodes_call(ctx, nodes, procedure, args) -> RpcResult(s)
+    await check_bridges(ctx, cfg, nics, node)            OpPrereqError when a bridged NIC's link is missing
     inst_dict(ctx, cfg, inst, hvp=, bep=, osp=) / disk_dict(ctx, cfg, disk, inst)   what the nodes are sent
     await assemble_disks(ctx, inst) -> Instance (disks_active set; OpExecError on failure)
     await shutdown_disks(ctx, inst, ignore_primary=False) -> bool
@@ -185,6 +186,18 @@ def inst_dict(ctx: OpContext, cfg: ConfigData, inst: Instance, **kwargs: Any) ->
 
 def disk_dict(ctx: OpContext, cfg: ConfigData, disk: Mapping[str, Any], inst: Instance) -> dict[str, Any]:
     return model.disk_dict(cfg, disk, inst, _root(ctx))
+
+
+async def check_bridges(ctx: OpContext, cfg: ConfigData, nics: list[dict[str, Any]], node: str) -> None:
+    """Ganeti's _CheckNicsBridgesExist: the links of the bridged NICs exist on `node` (by name)."""
+    bridges = [str(p.get("link", "")) for p in (model.fill_nic(cfg, n.get("nicparams")) for n in nics)
+               if p.get("mode") == "bridged"]
+    if not bridges:
+        return
+    result = await node_call(ctx, node, "bridges_exist", [bridges])
+    if result.fail_msg is not None:
+        raise OpPrereqError(f"Error checking bridges on destination node '{node}': {result.fail_msg}",
+                            ECODE_ENVIRON)
 
 
 async def assemble_disks(ctx: OpContext, inst: Instance) -> Instance:

@@ -297,13 +297,7 @@ class InstanceCreate(Operation):
             if result.fail_msg is not None:
                 raise OpPrereqError(f"OS '{os_name}' not in supported OS list for node {pnode_name}:"
                                     f" {result.fail_msg}", "environment_error")
-        bridges = [str(p.get("link", "")) for p in (model.fill_nic(cfg, n.get("nicparams")) for n in nics)
-                   if p.get("mode") == NIC_MODE_BRIDGED]
-        if bridges:
-            result = await common.node_call(self.ctx, pnode_name, "bridges_exist", [bridges])
-            if result.fail_msg is not None:
-                raise OpPrereqError(f"Error checking bridges on destination node '{pnode_name}':"
-                                    f" {result.fail_msg}", "environment_error")
+        await common.check_bridges(self.ctx, cfg, nics, pnode_name)
         want_memory = bool(self.op.get("start"))
         want_space = self.template in model.FILE_TEMPLATES
         if not (want_memory or want_space):

@@ -202,19 +202,6 @@ async def check_not_running(ctx: Any, cfg: ConfigData, inst: Instance, msg: str)
         raise OpPrereqError(f"Instance {inst.name} is running, {msg}", ECODE_STATE)
 
 
-async def check_bridges(ctx: Any, cfg: ConfigData, inst: Instance) -> None:
-    """Ganeti's CheckInstanceBridgesExist on the primary (bridged NICs only)."""
-    bridges = [str(p.get("link", "")) for p in (model.fill_nic(cfg, n.get("nicparams")) for n in inst.nics)
-               if p.get("mode") == "bridged"]
-    if not bridges:
-        return
-    pname = node_name(cfg, inst.primary_node)
-    result = await common.node_call(ctx, pname, "bridges_exist", [bridges])
-    if result.fail_msg is not None:
-        raise OpPrereqError(fail_text(f"Error checking bridges on destination node '{pname}'", result),
-                            ECODE_ENVIRON)
-
-
 async def check_free_memory(ctx: Any, cfg: ConfigData, node_uuid: str, reason: str, requested: int,
                             hypervisor: str) -> int:
     """Ganeti's CheckNodeFreeMemory: node_info on the node, OpPrereqError when it has too little."""
@@ -392,7 +379,7 @@ class InstanceStartup(_InstanceOperation):
             common.check_node_online(cfg, inst.primary_node)
             bep = model.fill_be(cfg, inst.beparams)
             bep.update(beparams)
-            await check_bridges(self.ctx, cfg, inst)
+            await common.check_bridges(self.ctx, cfg, inst.nics, node_name(cfg, inst.primary_node))
             remote = await instance_info(self.ctx, cfg, inst)
             if remote.fail_msg is not None:
                 raise OpPrereqError(fail_text(f"Error checking node {primary.name}", remote), ECODE_ENVIRON)
@@ -497,7 +484,7 @@ class InstanceReboot(_InstanceOperation):
         ignore_secondaries = bool(self.op.get("ignore_secondaries"))
         check_instance_state(cfg, inst, INSTANCE_ONLINE)
         common.check_node_online(cfg, inst.primary_node)
-        await check_bridges(self.ctx, cfg, inst)
+        await common.check_bridges(self.ctx, cfg, inst.nics, node_name(cfg, inst.primary_node))
 
         hooks = common.instance_hooks(self.ctx, cfg, inst, "instance-reboot", self.op_id)
         await hooks.pre({"IGNORE_SECONDARIES": ignore_secondaries, "REBOOT_TYPE": reboot_type,

@@ -190,13 +190,7 @@ class _MoveInstance(Operation):
             await self.ctx.log_info("Instance configured to always failover; fallback to failover")
             self.failover = True
 
-        nic_params = [model.fill_nic(cfg, n.get("nicparams")) for n in inst.nics]
-        bridges = [str(p.get("link", "")) for p in nic_params if p.get("mode") == "bridged"]
-        if bridges:
-            result = await common.node_call(self.ctx, tname, "bridges_exist", [bridges])
-            if result.fail_msg is not None:
-                raise OpPrereqError(f"Error checking bridges on destination node '{tname}':"
-                                    f" {result.fail_msg}", ECODE_ENVIRON)
+        await common.check_bridges(self.ctx, cfg, inst.nics, tname)
 
         if not self.cleanup:
             common.check_node_not_drained(cfg, target)
