@@ -15,6 +15,7 @@ Interface::
     reason(op) -> the opcode's reason trail
     await node_call(ctx, node, procedure, args) / nodes_call(ctx, nodes, procedure, args) -> RpcResult(s)
     await check_bridges(ctx, cfg, nics, node)            OpPrereqError when a bridged NIC's link is missing
+    await check_free_memory(ctx, cfg, node_uuid, reason, requested_mib, hypervisor) -> free MiB
     inst_dict(ctx, cfg, inst, hvp=, bep=, osp=) / disk_dict(ctx, cfg, disk, inst)   what the nodes are sent
     await assemble_disks(ctx, inst) -> Instance (disks_active set; OpExecError on failure)
     await shutdown_disks(ctx, inst, ignore_primary=False) -> bool
@@ -186,6 +187,27 @@ def inst_dict(ctx: OpContext, cfg: ConfigData, inst: Instance, **kwargs: Any) ->
 
 def disk_dict(ctx: OpContext, cfg: ConfigData, disk: Mapping[str, Any], inst: Instance) -> dict[str, Any]:
     return model.disk_dict(cfg, disk, inst, _root(ctx))
+
+
+async def check_free_memory(ctx: OpContext, cfg: ConfigData, node_uuid: str, reason: str, requested: int,
+                            hypervisor: str) -> int:
+    """Ganeti's CheckNodeFreeMemory: the node's free MiB from node_info; OpPrereqError when too little."""
+    name = node_name(cfg, node_uuid)
+    hvparams = dict((cfg.cluster.get("hvparams") or {}).get(hypervisor) or {})
+    result = await node_call(ctx, name, "node_info", [None, [[hypervisor, hvparams]]])
+    if result.fail_msg is not None:
+        raise OpPrereqError(f"Can't get data from node {name}: {result.fail_msg}", ECODE_ENVIRON)
+    try:
+        hv_info = result.payload[2][0] or {}
+    except (TypeError, IndexError, KeyError):
+        hv_info = {}
+    free = hv_info.get("memory_free") if isinstance(hv_info, dict) else None
+    if not isinstance(free, int) or isinstance(free, bool):
+        raise OpPrereqError(f"Can't compute free memory on node {name}, result was '{free}'", ECODE_ENVIRON)
+    if requested > free:
+        raise OpPrereqError(f"Not enough memory on node {name} for {reason}: needed {requested} MiB,"
+                            f" available {free} MiB", ECODE_NORES)
+    return free
 
 
 async def check_bridges(ctx: OpContext, cfg: ConfigData, nics: list[dict[str, Any]], node: str) -> None:

@@ -44,7 +44,6 @@ from masterd.instances.common import (
     ECODE_ENVIRON,
     ECODE_INVAL,
     ECODE_NOENT,
-    ECODE_NORES,
     ECODE_STATE,
     node_name,
     shutdown_disks,
@@ -200,27 +199,6 @@ async def check_not_running(ctx: Any, cfg: ConfigData, inst: Instance, msg: str)
     payload = result.payload
     if payload and "state" in payload and payload["state"] != HV_STATE_SHUTDOWN:
         raise OpPrereqError(f"Instance {inst.name} is running, {msg}", ECODE_STATE)
-
-
-async def check_free_memory(ctx: Any, cfg: ConfigData, node_uuid: str, reason: str, requested: int,
-                            hypervisor: str) -> int:
-    """Ganeti's CheckNodeFreeMemory: node_info on the node, OpPrereqError when it has too little."""
-    name = node_name(cfg, node_uuid)
-    result = await common.node_call(ctx, name, "node_info",
-                                    [None, [[hypervisor, cluster_hvparams(cfg, hypervisor)]]])
-    if result.fail_msg is not None:
-        raise OpPrereqError(fail_text(f"Can't get data from node {name}", result), ECODE_ENVIRON)
-    try:
-        hv_info = result.payload[2][0] or {}
-    except (TypeError, IndexError, KeyError):
-        hv_info = {}
-    free = hv_info.get("memory_free") if isinstance(hv_info, dict) else None
-    if not isinstance(free, int) or isinstance(free, bool):
-        raise OpPrereqError(f"Can't compute free memory on node {name}, result was '{free}'", ECODE_ENVIRON)
-    if requested > free:
-        raise OpPrereqError(f"Not enough memory on node {name} for {reason}: needed {requested} MiB,"
-                            f" available {free} MiB", ECODE_NORES)
-    return free
 
 
 async def set_admin_state(ctx: Any, inst: Instance, state: str, source: str = ADMIN_SOURCE) -> Instance:
@@ -387,8 +365,9 @@ class InstanceStartup(_InstanceOperation):
                 requires_cleanup = is_user_down(cfg, inst, remote.payload)
                 already_running = not requires_cleanup
             else:
-                await check_free_memory(self.ctx, cfg, inst.primary_node, f"starting instance {inst.name}",
-                                        int(bep.get(model.BE_MINMEM) or 0), inst.hypervisor)
+                await common.check_free_memory(self.ctx, cfg, inst.primary_node,
+                                               f"starting instance {inst.name}",
+                                               int(bep.get(model.BE_MINMEM) or 0), inst.hypervisor)
 
         hooks = common.instance_hooks(self.ctx, cfg, inst, "instance-start", self.op_id)
         await hooks.pre({"FORCE": bool(self.op.get("force")), **common.instance_hook_env(cfg, inst)})

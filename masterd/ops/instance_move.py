@@ -180,9 +180,9 @@ class _MoveInstance(Operation):
         be = model.fill_be(cfg, inst.beparams)
         cluster_hvp = dict((cfg.cluster.get("hvparams") or {}).get(inst.hypervisor) or {})
         if not self.cleanup and (not self.failover or inst.admin_state == model.ADMIN_UP):
-            self.tgt_free_mem = await self._check_free_memory(
-                tname, f"migrating instance {inst.name}", int(be.get(model.BE_MINMEM) or 0),
-                inst.hypervisor, cluster_hvp)
+            self.tgt_free_mem = await common.check_free_memory(
+                self.ctx, cfg, target, f"migrating instance {inst.name}", int(be.get(model.BE_MINMEM) or 0),
+                inst.hypervisor)
         else:
             await self.ctx.log_info("Not checking memory on the secondary node as instance will not be"
                                     " started")
@@ -242,22 +242,6 @@ class _MoveInstance(Operation):
         if not self.op.get("ignore_ipolicy"):
             raise OpPrereqError(message, ECODE_INVAL)
         self.warnings.append(message)
-
-    async def _check_free_memory(self, node: str, reason: str, requested: int, hypervisor: str,
-                                 hvparams: dict[str, Any]) -> int:
-        """Ganeti's CheckNodeFreeMemory; the node's free memory."""
-        result = await common.node_call(self.ctx, node, "node_info", [None, [[hypervisor, hvparams]]])
-        if result.fail_msg is not None:
-            raise OpPrereqError(f"Can't get data from node {node}: {result.fail_msg}", ECODE_ENVIRON)
-        hv_info = ([*list(result.payload or []), None, None, None][2] or [{}])[0] or {}
-        free = hv_info.get("memory_free")
-        if not isinstance(free, int):
-            raise OpPrereqError(f"Can't compute free memory on node {node}, result was '{free}'",
-                                ECODE_ENVIRON)
-        if requested > free:
-            raise OpPrereqError(f"Not enough memory on node {node} for {reason}: needed {requested} MiB,"
-                                f" available {free} MiB", ECODE_NORES)
-        return free
 
     async def _relocate(self, cfg: ConfigData, inst: Instance, allocator: str) -> str:
         """A new node for the instance (Ganeti's relocation request), by the built-in policy."""
